@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBVAL  := --nbval-lax --nbval-current-env --sanitize-with notebooks/nbval_sanitize.cfg
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: install test test-core notebooks lab clean
+.PHONY: install test test-core notebooks lab clean exercises check-exercise
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,13 @@ lab: install
 
 clean:
 	rm -rf build student .cache
+
+# Exercises: a student copy of the repo in student/ (git ignores it) with every marked solution
+# region of core/ replaced by a NotImplementedError stub; then the tests of lesson N against it.
+exercises: install
+	$(PY) course/exercises.py student
+
+check-exercise: install
+	@test -n "$(N)" || (echo "usage: make check-exercise N=<lesson number 1-7>"; exit 2)
+	@test -d student || $(PY) course/exercises.py student
+	cd student && ../$(PY) -m pytest tests -m exercise$(N) -p no:cacheprovider -q
