@@ -62,7 +62,9 @@ class AdapterConfig:
         if not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"r must be a positive integer (the LoRA-equivalent rank), got r={self.r!r}")
         grid = {"bhra": ("b", self.b), "gralora": ("k", self.k)}.get(self.method)
-        if grid and (grid[1] <= 0 or self.r % grid[1]):
+        if grid and (not isinstance(grid[1], int) or grid[1] <= 0):
+            raise ValueError(f"{grid[0]} must be a positive integer (blocks per side), got {grid[0]}={grid[1]!r}")
+        if grid and self.r % grid[1]:
             name, g = grid
             raise ValueError(
                 f"r={self.r} is not divisible by {name}={g}: {self.method} gives each of the {name}×{name} "
