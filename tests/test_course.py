@@ -1,0 +1,173 @@
+"""The course text stays consistent with the code and the notebooks.
+
+- every lesson links its own notebook, and that notebook exists;
+- every notebook has a lesson, and the syllabus links every lesson and every notebook;
+- every exercise marked in core/*.py (`# exercise N.k: ...`) is taught in lesson N and listed in
+  the syllabus, each with its `make check-exercise N=N` command;
+- every exercise the course mentions ("Exercise N.k") is marked in the code;
+- every relative link in course/ points at a file that exists.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE = ROOT / "course"
+LESSONS = COURSE / "lessons"
+SYLLABUS = COURSE / "README.md"
+GUIDE = COURSE / "instructor_guide.md"
+NOTEBOOKS = ROOT / "notebooks"
+
+sys.path.insert(0, str(COURSE))
+import exercises  # noqa: E402  (its BEGIN pattern is the one definition of an exercise marker)
+
+MENTION = re.compile(r"\bexercise\s+(\d+\.\d+)\b", re.IGNORECASE)  # "Exercise 2.3" in course text
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def _lesson_files() -> dict[int, Path]:
+    return {int(p.name[:2]): p for p in sorted(LESSONS.glob("[0-9][0-9]_*.md"))}
+
+
+def _notebooks() -> dict[int, Path]:
+    return {int(p.name[:2]): p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def _course_docs() -> list[Path]:
+    return sorted(COURSE.rglob("*.md"))
+
+
+def _prose(path: Path) -> str:
+    """The markdown without code blocks and inline code, where links are not links."""
+    return INLINE_CODE.sub("", FENCE.sub("", path.read_text()))
+
+
+def _links(path: Path) -> list[str]:
+    return LINK.findall(_prose(path))
+
+
+def _relative_targets(path: Path) -> list[tuple[str, Path]]:
+    """(link as written, file it points at) for every link that is neither a URL nor an anchor."""
+    out = []
+    for target in _links(path):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) or target.startswith("#"):
+            continue  # http:, https:, mailto: ... and in-page anchors
+        out.append((target, (path.parent / target.split("#", 1)[0]).resolve()))
+    return out
+
+
+def _marked_exercises() -> dict[str, Path]:
+    """{"2.3": core/bhra.py, ...}: every `# exercise N.k:` marker in core/*.py."""
+    ids = {}
+    for path in sorted((ROOT / "core").glob("*.py")):
+        for line in path.read_text().splitlines():
+            if match := exercises.BEGIN.match(line):
+                assert match["id"] not in ids, f"exercise {match['id']} is marked twice ({ids[match['id']]}, {path})"
+                ids[match["id"]] = path
+    return ids
+
+
+def _mentions(path: Path) -> set[str]:
+    return set(MENTION.findall(path.read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lessons and notebooks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_there_is_one_lesson_per_session():
+    assert sorted(_lesson_files()) == list(range(1, 8)), f"course/lessons holds {sorted(_lesson_files())}"
+
+
+def test_every_notebook_has_a_lesson():
+    missing = sorted(set(_notebooks()) - set(_lesson_files()))
+    assert not missing, f"notebooks {[_notebooks()[n].name for n in missing]} have no lesson in course/lessons/"
+
+
+@pytest.mark.parametrize("number", range(1, 8))
+def test_every_lesson_links_its_own_notebook_and_it_exists(number):
+    lesson = _lesson_files().get(number)
+    assert lesson is not None, f"no course/lessons/{number:02d}_*.md"
+    mine = [(t, p) for t, p in _relative_targets(lesson) if p.suffix == ".ipynb" and p.parent == NOTEBOOKS.resolve()]
+    assert mine, f"{lesson.name} links no notebook (expected ../../notebooks/{number:02d}_*.ipynb)"
+    own = [(t, p) for t, p in mine if p.name.startswith(f"{number:02d}_")]
+    assert own, f"{lesson.name} links {[t for t, _ in mine]} but not notebook {number:02d}"
+    for target, path in own:
+        assert path.is_file(), f"{lesson.name} links {target}, which does not exist (yet?)"
+
+
+def test_the_syllabus_links_every_lesson_and_every_notebook():
+    linked = {p for _, p in _relative_targets(SYLLABUS)}
+    for path in list(_lesson_files().values()) + list(_notebooks().values()):
+        assert path.resolve() in linked, f"course/README.md does not link {path.relative_to(ROOT)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercises: the code's markers and the course's text name the same set
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_marked_exercise_is_taught_in_its_lesson_and_listed_in_the_syllabus():
+    marked = _marked_exercises()
+    assert marked, "core/*.py marks no exercise (`# exercise N.k: hint` ... `# end exercise`)"
+    lessons, syllabus = _lesson_files(), _mentions(SYLLABUS)
+    syllabus_text = SYLLABUS.read_text()
+    problems = []
+    for ex, where in sorted(marked.items()):
+        n = int(ex.split(".")[0])
+        if n not in lessons:
+            problems.append(f"exercise {ex} ({where.name}) belongs to lesson {n}, which does not exist")
+            continue
+        if ex not in _mentions(lessons[n]):
+            problems.append(f"exercise {ex} ({where.name}) is not in {lessons[n].name}")
+        if f"make check-exercise N={n}" not in lessons[n].read_text():
+            problems.append(f"{lessons[n].name} does not give the command `make check-exercise N={n}`")
+        if ex not in syllabus:
+            problems.append(f"exercise {ex} is not in the syllabus course/README.md")
+        if f"make check-exercise N={n}" not in syllabus_text:
+            problems.append(f"the syllabus does not give the command `make check-exercise N={n}`")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("doc", _course_docs(), ids=lambda p: str(p.relative_to(COURSE)))
+def test_every_exercise_the_course_mentions_is_marked_in_the_code(doc):
+    unknown = sorted(_mentions(doc) - set(_marked_exercises()))
+    assert not unknown, f"{doc.relative_to(ROOT)} mentions exercises {unknown}, which no `# exercise` marker in core/ defines"
+
+
+def test_each_lesson_lists_only_exercises_that_exist_and_all_of_its_own():
+    """Lesson N's own exercises (N.k) are exactly those the code marks N.k."""
+    marked = set(_marked_exercises())
+    for n, lesson in _lesson_files().items():
+        own_in_text = {e for e in _mentions(lesson) if e.split(".")[0] == str(n)}
+        own_in_code = {e for e in marked if e.split(".")[0] == str(n)}
+        assert own_in_text == own_in_code, f"{lesson.name}: text names {sorted(own_in_text)}, code marks {sorted(own_in_code)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Links
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", _course_docs(), ids=lambda p: str(p.relative_to(COURSE)))
+def test_every_relative_link_resolves(doc):
+    broken = [target for target, path in _relative_targets(doc) if not path.exists()]
+    assert not broken, f"{doc.relative_to(ROOT)} links files that do not exist: {broken}"
+
+
+def test_the_link_checker_sees_links_and_skips_code(tmp_path):
+    """The checks above rely on the parser: prove it finds links and ignores code."""
+    doc = tmp_path / "x.md"
+    doc.write_text("see [a](a.md) and ![fig](img/b.png \"t\") and [c](https://x.org) [d](#top)\n"
+                   "```\n[not](a link.md)\n```\nand `[nor](this.md)`; Exercise 1.2, exercise 3.1.\n")
+    assert _links(doc) == ["a.md", "img/b.png", "https://x.org", "#top"]
+    assert [t for t, _ in _relative_targets(doc)] == ["a.md", "img/b.png"]
+    assert _mentions(doc) == {"1.2", "3.1"}
