@@ -684,7 +684,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
               "steps": trainer.state.global_step, "train_loss": result.training_loss,
               "resumed_from": last, "seconds": round(time.time() - t0, 1), "losses": losses}
     _write_json(out / "run.json", record)
-    return record
+    return json.loads((out / "run.json").read_text())  # the same object a reused run returns
 
 
 def load_trained(cfg: RunConfig, inject_fn=None):

@@ -1,0 +1,276 @@
+"""Tests for the lab harness (core/lab.py): data, prompts, extraction, errors, training, resume.
+
+The training tests use a one-layer Llama and a tokenizer built in a temporary folder, so they run
+in seconds and never touch the offline base model in .cache/.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import lab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A one-layer Llama (widths divisible by 8 and 32) and a data folder in LLM-Adapters' layout."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny")
+    records = lab.make_commonsense(12, seed=5)
+    tok = lab.build_tokenizer([lab.generate_prompt(r) for r in records] + lab.world_corpus(200), 400)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    data = root / "LLM-Adapters"
+    lab._write_json(data / "ft-training_set" / "commonsense_170k.json", records)
+    for task in lab.COMMONSENSE_TASKS:
+        lab._write_json(data / "dataset" / task / "test.json", [r for r in records if _task_of(r) == task][:3])
+    return root
+
+
+def _task_of(record):
+    """Which family a synthetic record belongs to, read from its answer format line."""
+    fmt = record["instruction"].rsplit("Answer format: ", 1)[1]
+    return {"true/false": "boolq", "solution1/solution2": "piqa", "answer1/answer2/answer3": "social_i_qa",
+            "ending1/ending2/ending3/ending4": "hellaswag", "option1/option2": "winogrande",
+            "answer1/answer2/answer3/answer4/answer5": "ARC-Challenge"}.get(
+        fmt, "openbookqa" if "kept in the" in record["instruction"] else "ARC-Easy")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+def test_generators_are_deterministic_in_the_seed():
+    assert lab.make_commonsense(5, seed=3) == lab.make_commonsense(5, seed=3)
+    assert lab.make_commonsense(5, seed=3) != lab.make_commonsense(5, seed=4)
+    assert lab.make_arithmetic(20, seed=1) == lab.make_arithmetic(20, seed=1)
+
+
+def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    folder = lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0)
+    assert lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0) == folder
+    train, tests = lab.load_commonsense(folder, train_file="ft-training_set/commonsense_synthetic.json")
+    assert len(train) == 8 * 60 and all(len(d) == 20 for d in tests.values())
+    train_instr = set(train["instruction"])
+    for task, ds in tests.items():
+        assert not train_instr & set(ds["instruction"]), task           # disjoint
+        for r in ds:
+            assert r["output"] == f"the correct answer is {r['answer']}"
+            assert lab.extract_answer(task, r["output"]) == r["answer"]  # the format of the real task
+    seen = set(train["answer"])
+    wanted = {"true", "false", "solution1", "solution2", "option1", "option2"} | {f"answer{i}" for i in range(1, 6)} \
+        | {f"ending{i}" for i in range(1, 5)}
+    assert wanted <= seen
+    math_test = lab.load_json_records(folder / "dataset" / "gsm8k" / "test.json")
+    math_train = lab.load_math(str(folder / "ft-training_set" / "math_synthetic.json"))
+    assert not set(math_test["instruction"]) & set(math_train["instruction"])
+    for r in math_test:
+        assert r["output"].endswith(f"The answer is {r['answer']}")
+        assert lab.is_correct("gsm8k", r["output"], r["answer"])
+
+
+def test_json_round_trip_through_datasets(tmp_path):
+    records = lab.make_commonsense(2, seed=1) + [{"instruction": "i", "input": "ctx", "output": "o", "answer": "a"}]
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(records))
+    ds = lab.load_json_records(path)
+    assert [dict(r) for r in ds] == records
+
+
+def test_math_loader_converts_metamath_and_gsm8k(tmp_path):
+    (tmp_path / "mm.json").write_text(json.dumps([{"query": "q?", "response": "2+2=4. The answer is: 4", "type": "x",
+                                                   "original_question": "q"}]))
+    (tmp_path / "gsm.jsonl").write_text(json.dumps({"question": "q?", "answer": "so 1,000+1=1,001\n#### 1,001"}) + "\n")
+    mm = lab.load_math(str(tmp_path / "mm.json"))[0]
+    assert mm["answer"] == "4" and mm["instruction"] == "q?"
+    g = lab.load_math(str(tmp_path / "gsm.jsonl"))[0]
+    assert g["answer"] == "1001" and g["output"].endswith("The answer is 1,001")
+    assert lab.is_correct("gsm8k", g["output"], g["answer"])
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task,text,want", [
+    ("boolq", "the correct answer is true", "true"),
+    ("boolq", "false. no wait, true", "false"),             # first match wins
+    ("boolq", "True", ""),                                   # case-sensitive, as LLM-Adapters
+    ("piqa", "solution3 solution2", "solution2"),
+    ("social_i_qa", "the correct answer is answer5", "answer5"),
+    ("ARC-Challenge", "answer12", "answer1"),               # the regex has no word boundary
+    ("hellaswag", "ending5 ending4", "ending4"),
+    ("winogrande", "option 1", ""),
+    ("openbookqa", "", ""),
+])
+def test_commonsense_extraction(task, text, want):
+    assert lab.extract_answer(task, text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("The answer is 42", 42.0),
+    ("3 + 4 = 7. The answer is 7", 7.0),
+    ("costs 1,234.5 dollars", 1234.5),
+    ("from -3 to -8", -8.0),
+    ("no number", float("inf")),
+])
+def test_number_extraction(text, want):
+    assert lab.extract_number(text) == want
+
+
+def test_arithmetic_correctness_tolerance():
+    assert lab.is_correct("gsm8k", "The answer is 7.0005", "7")
+    assert not lab.is_correct("gsm8k", "The answer is 7.01", "7")
+    assert not lab.is_correct("gsm8k", "I cannot say", "7")
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts and tokenisation
+# ---------------------------------------------------------------------------------------------
+
+def test_prompt_template_and_label_masking(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny / "model")
+    ex = lab.make_commonsense(1, seed=2)[0]
+    prompt = lab.generate_prompt(ex, with_output=False)
+    assert prompt.startswith("Below is an instruction that describes a task.") and prompt.endswith("### Response:\n")
+    assert "### Input:" in lab.generate_prompt({**ex, "input": "ctx"})
+    t = lab.tokenize_example(ex, tok, cutoff_len=256, train_on_inputs=False)
+    assert t["input_ids"][0] == tok.bos_token_id and t["input_ids"][-1] == tok.eos_token_id
+    trained = [i for i, l in zip(t["input_ids"], t["labels"]) if l != -100]
+    assert tok.decode(trained, skip_special_tokens=True) == ex["output"]
+    assert trained[-1] == tok.eos_token_id
+    assert t["labels"][:len(tok(prompt)["input_ids"])] == [-100] * len(tok(prompt)["input_ids"])
+    full = lab.tokenize_example(ex, tok, cutoff_len=256, train_on_inputs=True)
+    assert full["labels"] == full["input_ids"]
+    cut = lab.tokenize_example(ex, tok, cutoff_len=20, train_on_inputs=False)
+    assert len(cut["input_ids"]) == 20 and all(l == -100 for l in cut["labels"])  # prompt longer than cutoff
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+
+def test_missing_data_file_says_what_to_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="LLM-Adapters"):
+        lab.load_commonsense(tmp_path)
+    with pytest.raises(FileNotFoundError, match="MetaMathQA"):
+        lab.load_math(str(tmp_path / "MetaMathQA-395K.json"))
+
+
+def test_wrong_format_is_named(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"question": "q", "label": 1}]))
+    with pytest.raises(ValueError, match="lack .*instruction"):
+        lab.load_json_records(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text("this is not json")
+    with pytest.raises(ValueError, match="not in the LLM-Adapters format"):
+        lab.load_json_records(tmp_path / "b.json")
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="could not load the model"):
+        lab.load_model(str(tmp_path / "no-such-model"))
+
+
+def test_unknown_method_and_bad_batch():
+    with pytest.raises(ValueError, match="unknown method"):
+        lab.RunConfig(method="loha")
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        lab.RunConfig(batch_size=10, micro_batch_size=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# training and evaluation
+# ---------------------------------------------------------------------------------------------
+
+def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, one_thread):
+    """The paper profile with only model, data folder, step count and CPU-friendly batch changed."""
+    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    paper = lab.PROFILES["paper"]
+    assert (paper["r"], paper["b"], paper["cutoff_len"], paper["targets"]) == (32, 8, 256, lab.TARGETS_ALL)
+    cfg = lab.RunConfig(**{**paper, "method": "bhra", "model": str(tiny / "model"),
+                           "data_dir": str(tiny / "LLM-Adapters"), "max_steps": 2, "micro_batch_size": 2,
+                           "batch_size": 4, "warmup_steps": 0, "bf16": False, "save_steps": 1})
+    rec = lab.train(cfg, verbose=False)
+    assert rec["steps"] == 2 and rec["config"]["r"] == 32 and rec["config"]["b"] == 8
+    out = lab.run_dir(cfg)
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "run.json").exists()
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["b"] == 8
+    assert lab.train(cfg) == rec                                    # a finished run is reused
+    _, tests = lab.load_commonsense(cfg.data_dir, train_file=cfg.train_file, split="test")
+    acc = lab.evaluate_run(cfg, tests, limit=2, max_new_tokens=4)    # merged, with the merged==unmerged check
+    assert set(acc) == set(lab.COMMONSENSE_TASKS) | {"average"}
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+
+
+def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatch, one_thread):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.bhra import adapted_layers
+
+    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
+                        train_file="ft-training_set/commonsense_170k.json", r=8, max_steps=3, batch_size=4,
+                        micro_batch_size=4, lr=5e-2)
+    lab.train(cfg, verbose=False)
+    model, tok = lab.load_trained(cfg)
+    probe = lab.make_commonsense(1, seed=9)
+    with torch.no_grad():                      # the trained adapter must change the model
+        for _, layer in adapted_layers(model):
+            assert layer.delta_weight().abs().max() > 0
+    same, texts = lab.merged_equals_unmerged(model, tok, probe, max_new_tokens=6)
+    assert same
+    folder = lab.save_merged(model, tok, tmp_path / "merged")
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    assert not adapted_layers(plain)
+    assert lab.generate(plain, AutoTokenizer.from_pretrained(folder), probe, max_new_tokens=6) == texts
+
+
+def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, tmp_path):
+    env = {**os.environ, "BHRA_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "core.lab", "train", "--method", "lora", "--model", str(tiny / "model"),
+           "--data-dir", str(tiny / "LLM-Adapters"), "--train-file", "ft-training_set/commonsense_170k.json",
+           "--r", "8", "--max-steps", "300", "--save-steps", "5", "--batch-size", "4", "--micro-batch-size", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    runs = tmp_path / "runs" / "offline"
+    deadline = time.time() + 120
+    while not list(runs.glob("*/trainer/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = list(runs.iterdir())
+    assert not (run / "run.json").exists(), "the run finished before it could be killed"
+    assert not (run / "adapter").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["resumed_from"] is not None and "checkpoint-" in rec["resumed_from"]
+    assert rec["steps"] == 300
+    assert rec["losses"][0][0] == 5 and rec["losses"][-1][0] == 300   # the log spans both parts
