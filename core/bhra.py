@@ -195,7 +195,12 @@ def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
 
 def effective_weight(W0, B, A, s):
     """W0 ⊙ (1 + s·C), C_ij = B_ij A_ij.  W0 (m, n), B (g, g, m/g, rb), A (g, g, rb, n/g)."""
-    return W0 * (1 + s * block_product(B, A))
+    # Written as W0 + s·W0 ⊙ C, one fused pass (addcmul) over W0's block view: the result takes W0's
+    # memory layout, so `unblocks` is free. `W0 * (1 + s * block_product(B, A))` is the same matrix
+    # but four passes over (m, n) (un-blocking copy, scale, add one, multiply), which cost close to
+    # half of the layer's GEMM at 256 tokens on a CPU.
+    Wb = blocks(W0, B.shape[0])  # (g, g, m/g, n/g), a view
+    return unblocks(torch.addcmul(Wb, Wb, einsum(B, A, "i j p r, i j r q -> i j p q"), value=s))
 
 
 def block_hadamard_linear_reference(x, W0, bias, B, A, s):
@@ -226,20 +231,24 @@ class _BlockHadamardLinear(torch.autograd.Function):
         x, W0, bias, B, A = ctx.saved_tensors
         s, need = ctx.s, ctx.needs_input_grad
         gx = gW0 = gbias = gB = gA = None
-        C = block_product(B, A)  # (m, n), rebuilt
         if need[0]:
-            gx = (g @ (W0 * (1 + s * C)).to(g.dtype)).to(x.dtype)  # (..., n)
+            gx = (g @ effective_weight(W0, B, A, s).to(g.dtype)).to(x.dtype)  # (..., n), W_eff rebuilt
         if any(need[1:]):
             G = einsum(g.to(W0.dtype), x.to(W0.dtype), "... m, ... n -> m n")  # full weight gradient
             if need[1]:
-                gW0 = G * (1 + s * C)
+                gW0 = G * (1 + s * block_product(B, A))
             if need[2]:
                 gbias = rearrange(g, "... m -> (...) m").sum(0).to(bias.dtype)
-            dC = blocks(s * W0 * G, B.shape[0])  # (g, g, m/g, n/g): each block sees only its W0_ij
+            # dC_ij = W0_ij ⊙ G_ij: each block sees only its W0_ij. Written in one pass straight into
+            # contiguous blocks, so the two batched matmuls read it without a copy; s scales their
+            # small results instead of the (m, n) product.
+            gr = B.shape[0]
+            dC = torch.empty(gr, gr, W0.shape[0] // gr, W0.shape[1] // gr, dtype=W0.dtype, device=W0.device)
+            torch.mul(blocks(W0, gr), blocks(G, gr), out=dC)  # (g, g, m/g, n/g)
             if need[3]:
-                gB = einsum(dC, A, "i j p q, i j r q -> i j p r").to(B.dtype)
+                gB = (s * einsum(dC, A, "i j p q, i j r q -> i j p r")).to(B.dtype)
             if need[4]:
-                gA = einsum(B, dC, "i j p r, i j p q -> i j r q").to(A.dtype)
+                gA = (s * einsum(B, dC, "i j p r, i j p q -> i j r q")).to(A.dtype)
         return gx, gW0, gbias, gB, gA, None
 
 
