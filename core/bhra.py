@@ -105,7 +105,9 @@ def scaling(cfg: AdapterConfig) -> float:
 
 def blocks(W: torch.Tensor, g: int) -> torch.Tensor:
     """(m, n) -> (g, g, m/g, n/g): block (i, j) of a g×g grid."""
+    # exercise 2.1: one einops rearrange; row i·(m/g)+p, column j·(n/g)+q lands at [i, j, p, q]
     return rearrange(W, "(i p) (j q) -> i j p q", i=g, j=g)
+    # end exercise
 
 
 def unblocks(Wb: torch.Tensor) -> torch.Tensor:
@@ -115,12 +117,16 @@ def unblocks(Wb: torch.Tensor) -> torch.Tensor:
 
 def block_product(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """C with C_ij = B_ij A_ij.  B (g, g, m/g, rb), A (g, g, rb, n/g) -> C (m, n)."""
+    # exercise 2.2: a batched matmul over the grid axes (einsum), then unblocks
     return unblocks(einsum(B, A, "i j p r, i j r q -> i j p q"))
+    # end exercise
 
 
 def lora_delta(B, A, s):
     """ΔW = s · B A.  B (m, r), A (r, n)."""
+    # exercise 1.1: contract B and A over the rank axis (einsum), then scale by s
     return s * einsum(B, A, "m r, r n -> m n")
+    # end exercise
 
 
 def dora_delta(W0, B, A, mag, s):
@@ -131,7 +137,9 @@ def dora_delta(W0, B, A, mag, s):
 
 def hira_delta(W0, B, A, s):
     """ΔW = s · W0 ⊙ (B A).  B (m, r), A (r, n)."""
+    # exercise 1.2: the low-rank product B A, multiplied element-wise by W0, scaled by s
     return s * W0 * einsum(B, A, "m r, r n -> m n")
+    # end exercise
 
 
 def abba_delta(B1, A1, B2, A2, s):
@@ -146,7 +154,9 @@ def gralora_delta(B, A, s):
 
 def bhra_delta(W0, B, A, s):
     """ΔW_ij = s · W0_ij ⊙ (B_ij A_ij).  B (b, b, m/b, r_b), A (b, b, r_b, n/b)."""
+    # exercise 2.3: HiRA's update with the single product B A replaced by the per-block products
     return s * W0 * block_product(B, A)
+    # end exercise
 
 
 def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
@@ -155,7 +165,9 @@ def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     It turns a Hadamard product of two low-rank matrices into one low-rank product:
     (B1 A1) ⊙ (B2 A2) = (B1 ⊙ᵣ B2)(A1ᵀ ⊙ᵣ A2ᵀ)ᵀ.
     """
+    # exercise 4.1: the outer product of row i of P with row i of Q, for every i, flattened to r1·r2
     return rearrange(einsum(P, Q, "m r, m t -> m r t"), "m r t -> m (r t)")
+    # end exercise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +179,11 @@ def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
     """The largest rank ΔW can take for this method on this W0 (m, n)."""
     m, n = W0.shape
     full, r = min(m, n), cfg.r
+    if cfg.method == "bhra":  # each block obeys the Hadamard bound on its own, capped by the block's size
+        b, rb = cfg.b, r // cfg.b
+        block_ranks = numeric_rank(blocks(W0, b))  # (b, b)
+        return int(min(full, (block_ranks * rb).clamp(max=full // b).sum().item()))
+    # exercise 1.3: the bound for lora, dora, hira, abba and gralora, using numeric_rank(W0) where W0 matters
     if cfg.method == "lora":
         bound = r
     elif cfg.method == "dora":
@@ -175,12 +192,9 @@ def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
         bound = numeric_rank(W0) * r  # rank(P ⊙ Q) ≤ rank(P) rank(Q)
     elif cfg.method == "abba":
         bound = (r // 2) ** 2
-    elif cfg.method == "gralora":
+    else:  # gralora
         bound = cfg.k * r  # k² blocks of rank r/k
-    else:  # bhra: each block obeys the Hadamard bound on its own, capped by the block's size
-        b, rb = cfg.b, r // cfg.b
-        block_ranks = numeric_rank(blocks(W0, b))  # (b, b)
-        bound = (block_ranks * rb).clamp(max=min(m, n) // b).sum().item()
+    # end exercise
     return int(min(full, bound))
 
 
@@ -239,6 +253,7 @@ class _BlockHadamardLinear(torch.autograd.Function):
                 gW0 = G * (1 + s * block_product(B, A))
             if need[2]:
                 gbias = rearrange(g, "... m -> (...) m").sum(0).to(bias.dtype)
+            # exercise 3.1: dC_ij = W0_ij ⊙ G_ij on the grid; then gB = s·dC_ij A_ijᵀ and gA = s·B_ijᵀ dC_ij (einsum)
             # dC_ij = W0_ij ⊙ G_ij: each block sees only its W0_ij. Written in one pass straight into
             # contiguous blocks, so the two batched matmuls read it without a copy; s scales their
             # small results instead of the (m, n) product.
@@ -249,6 +264,7 @@ class _BlockHadamardLinear(torch.autograd.Function):
                 gB = (s * einsum(dC, A, "i j p q, i j r q -> i j p r")).to(B.dtype)
             if need[4]:
                 gA = (s * einsum(B, dC, "i j p r, i j p q -> i j r q")).to(A.dtype)
+            # end exercise
         return gx, gW0, gbias, gB, gA, None
 
 
@@ -298,6 +314,14 @@ class AdaptedLinear(nn.Module):
     def W0(self) -> torch.Tensor:
         return self.base.weight
 
+    @property
+    def in_features(self) -> int:  # read like the nn.Linear it wraps
+        return self.n
+
+    @property
+    def out_features(self) -> int:
+        return self.m
+
     def factor(self, *shape) -> nn.Parameter:
         return nn.Parameter(torch.zeros(*shape, dtype=self.W0.dtype, device=self.W0.device))
 
@@ -305,7 +329,7 @@ class AdaptedLinear(nn.Module):
         raise NotImplementedError
 
     def merged_weight(self) -> torch.Tensor:
-        """W0 + ΔW in W0's dtype, summed in float32 so bf16 merges round once."""
+        """W0 + ΔW in W0's dtype; the sum is taken in float32, so W0 itself is not rounded twice."""
         with torch.no_grad():
             return (self.W0.float() + self.delta_weight().float()).to(self.W0.dtype)
 
@@ -498,6 +522,8 @@ def trainable_report(model: nn.Module) -> str:
 
 def merge(model: nn.Module, safe: bool = True) -> nn.Module:
     """Fold every update into a plain nn.Linear (W0 + ΔW). `safe` refuses non-finite weights."""
+    # exercise 4.2: build every plain nn.Linear first (layer.merged_weight(), the base's bias), refuse
+    # non-finite weights when safe, then _install them and keep the adapted layers in model.__dict__[_MERGED]
     layers = adapted_layers(model)
     if not layers:
         if hasattr(model, _MERGED):
@@ -517,6 +543,7 @@ def merge(model: nn.Module, safe: bool = True) -> nn.Module:
         plain[name] = linear
     _install(model, plain)
     model.__dict__[_MERGED] = dict(layers)  # outside the module tree: not in state_dict or checkpoints
+    # end exercise
     return model
 
 
@@ -619,9 +646,11 @@ def block_energy(M: torch.Tensor, g: int) -> torch.Tensor:
 
 def gini(x: torch.Tensor) -> float:
     """Gini coefficient of non-negative values: 0 when all equal, → 1 when one holds everything."""
+    # exercise 7.1: sort the values ascending; G = Σ_i (2i − n − 1) v_i / (n Σ_i v_i), i = 1..n
     v = x.flatten().double().sort().values
     n, total = v.numel(), v.sum()
     if total == 0:
         return 0.0
     i = torch.arange(1, n + 1, dtype=v.dtype)
     return float(((2 * i - n - 1) * v).sum() / (n * total))
+    # end exercise

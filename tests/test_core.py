@@ -122,6 +122,7 @@ def test_init_is_not_trivially_zero(method):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.exercise4
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 def test_merged_output_equals_unmerged(method, kind):
@@ -135,6 +136,7 @@ def test_merged_output_equals_unmerged(method, kind):
     torch.testing.assert_close(run(model, inputs), y)
 
 
+@pytest.mark.exercise4
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 def test_unmerge_restores_w0_bit_exactly(method, kind):
@@ -166,6 +168,7 @@ def test_merge_unmerge_round_trips_repeat(method):
     torch.testing.assert_close(run(model, inputs), y)
 
 
+@pytest.mark.exercise4
 @pytest.mark.parametrize("method", METHODS)
 def test_merging_twice_is_refused(method):
     model = merge(adapted(method, "mlp"))
@@ -175,6 +178,7 @@ def test_merging_twice_is_refused(method):
     assert_unchanged(model, before)
 
 
+@pytest.mark.exercise4
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("method", METHODS)
 def test_safe_merge_refuses_non_finite_weights_and_changes_nothing(method, bad):

@@ -70,6 +70,7 @@ def _layer(method: str, m: int, n: int, dtype=torch.float64, weight=None, bias=N
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.exercise2
 def test_blocks_and_unblocks_are_inverse_and_cut_a_grid():
     W = torch.arange(6 * 8, **f64).reshape(6, 8)
     Wb = blocks(W, 2)  # (2, 2, 3, 4)
@@ -78,6 +79,7 @@ def test_blocks_and_unblocks_are_inverse_and_cut_a_grid():
     assert torch.equal(unblocks(Wb), W)
 
 
+@pytest.mark.exercise2
 def test_bhra_with_one_block_is_hira():
     m, n, r = 12, 8, 4
     hira = _layer("hira", m, n, r=r)
@@ -91,6 +93,7 @@ def test_bhra_with_one_block_is_hira():
     torch.testing.assert_close(bhra(x), hira(x), **F64)
 
 
+@pytest.mark.exercise2
 def test_bhra_on_all_ones_is_gralora_with_k_equal_b():
     """W0 = 1 removes the Hadamard coupling: each block is a plain low-rank B_ij A_ij (GraLoRA)."""
     m, n, r, b = 12, 8, 4, 2
@@ -108,6 +111,7 @@ def test_bhra_on_all_ones_is_gralora_with_k_equal_b():
     torch.testing.assert_close(bhra(x), gra(x), **F64)
 
 
+@pytest.mark.exercise2
 def test_gralora_blocks_are_low_rank_products():
     """Block (i, j) of GraLoRA's ΔW is s · B_ij A_ij, each of rank r/k."""
     B, A = torch.randn(3, 3, 4, 2, **f64), torch.randn(3, 3, 2, 6, **f64)
@@ -116,6 +120,7 @@ def test_gralora_blocks_are_low_rank_products():
         torch.testing.assert_close(dW[4 * i : 4 * (i + 1), 6 * j : 6 * (j + 1)], 0.5 * B[i, j] @ A[i, j], **F64)
 
 
+@pytest.mark.exercise4
 def test_khatri_rao_turns_a_hadamard_product_into_one_low_rank_product():
     m, n, r1, r2 = 7, 5, 3, 2
     B1, B2 = torch.randn(m, r1, **f64), torch.randn(m, r2, **f64)
@@ -125,12 +130,14 @@ def test_khatri_rao_turns_a_hadamard_product_into_one_low_rank_product():
     torch.testing.assert_close(KB @ KA.T, (B1 @ A1) * (B2 @ A2), **F64)
 
 
+@pytest.mark.exercise4
 def test_khatri_rao_is_the_row_wise_kronecker_product():
     P, Q = torch.randn(4, 3, **f64), torch.randn(4, 2, **f64)
     expected = torch.stack([torch.kron(P[i], Q[i]) for i in range(4)])
     assert torch.equal(khatri_rao(P, Q), expected)
 
 
+@pytest.mark.exercise4
 def test_abba_linear_equals_x_times_delta_transposed():
     m, n, r1 = 12, 8, 3
     B1, B2 = torch.randn(m, r1, **f64), torch.randn(m, r1, **f64)
@@ -156,6 +163,7 @@ def test_layer_forward_equals_x_times_merged_weight(method):
     torch.testing.assert_close(layer(x), expected, **F64)
 
 
+@pytest.mark.exercise1
 def test_pure_updates_match_their_formulas():
     """The einops functions against plain matmuls written out by hand."""
     m, n, r = 6, 4, 2
@@ -240,6 +248,7 @@ def test_bhra_block_gradient_ignores_the_other_blocks_of_w0():
     assert not torch.allclose(gB0[1, 1], gB1[1, 1])
 
 
+@pytest.mark.exercise3
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("b", [1, 2])
 def test_lean_block_hadamard_linear_passes_gradcheck(b, bias):
@@ -248,6 +257,7 @@ def test_lean_block_hadamard_linear_passes_gradcheck(b, bias):
     assert torch.autograd.gradcheck(lambda *t: block_hadamard_linear(*t, 0.6), tuple(inputs), eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.exercise3
 @pytest.mark.parametrize("T", [(5,), (2, 3)])
 @pytest.mark.parametrize("b", [1, 2, 4])
 def test_lean_block_hadamard_linear_matches_the_autograd_reference(b, T):
@@ -361,16 +371,21 @@ RANK_CASES = {
     "bhra_rank1_w0_b4": ("bhra", dict(r=4, b=4), 1, 16),  # 16 blocks · 1 · 1
     "bhra_full_w0": ("bhra", dict(r=4, b=2), None, 32),
 }
+# exercise 1.3 covers the bound of the methods without a grid; the grid ones need lesson 2's blocks
+RANK_PARAMS = [
+    pytest.param(case, marks=pytest.mark.exercise2 if spec[0] in ("gralora", "bhra") else pytest.mark.exercise1)
+    for case, spec in RANK_CASES.items()
+]
 
 
-@pytest.mark.parametrize("case", list(RANK_CASES))
+@pytest.mark.parametrize("case", RANK_PARAMS)
 def test_rank_bound_of_each_method(case):
     method, cfg, w0_rank, expected = RANK_CASES[case]
     W0 = _low_rank(48, 32, w0_rank) if w0_rank else torch.randn(48, 32, **f64)
     assert rank_bound(AdapterConfig(method=method, targets=("x",), **cfg), W0) == expected
 
 
-@pytest.mark.parametrize("case", list(RANK_CASES))
+@pytest.mark.parametrize("case", RANK_PARAMS)
 def test_random_updates_reach_but_never_exceed_the_rank_bound(case):
     method, cfg, w0_rank, _ = RANK_CASES[case]
     W0 = _low_rank(48, 32, w0_rank) if w0_rank else torch.randn(48, 32, **f64)
@@ -385,6 +400,7 @@ def test_random_updates_reach_but_never_exceed_the_rank_bound(case):
     assert min(ranks) == bound, f"generic factors should reach the bound {bound}, got ranks {ranks}"
 
 
+@pytest.mark.exercise2
 def test_bhra_rank_bound_uses_the_rank_of_each_block():
     """A W0 whose blocks have different ranks: the bound is Σ_ij rank(W0_ij) · r_b."""
     W0 = torch.zeros(32, 32, **f64)
@@ -457,11 +473,13 @@ def test_block_energy_adds_up_to_the_squared_frobenius_norm():
     assert float(block_energy(M, 4).sum()) == pytest.approx(float(M.norm() ** 2), rel=1e-12)
 
 
+@pytest.mark.exercise7
 def test_gini_of_equal_values_is_zero():
     assert gini(torch.full((10,), 3.0)) == pytest.approx(0.0, abs=1e-12)
     assert gini(torch.zeros(4)) == 0.0
 
 
+@pytest.mark.exercise7
 @pytest.mark.parametrize("n", [2, 5, 16])
 def test_gini_of_one_hot_is_n_minus_one_over_n(n):
     x = torch.zeros(n)
@@ -469,6 +487,7 @@ def test_gini_of_one_hot_is_n_minus_one_over_n(n):
     assert gini(x) == pytest.approx((n - 1) / n, rel=1e-12)
 
 
+@pytest.mark.exercise7
 def test_gini_equals_the_mean_absolute_difference_formula():
     """G = Σ_ij |x_i − x_j| / (2 n² mean), on a (3, 3) grid as block_energy returns it."""
     x = torch.rand(3, 3, **f64)
