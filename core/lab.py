@@ -57,10 +57,10 @@ LEARNING_RATES = {
     #            paper   offline
     "lora":    {"paper": 3e-4, "offline": 2e-2},
     "dora":    {"paper": 2e-4, "offline": 2e-2},
-    "hira":    {"paper": 1e-3, "offline": 5e-2},
-    "abba":    {"paper": 1e-3, "offline": 2e-3},
+    "hira":    {"paper": 1e-3, "offline": 2e-1},
+    "abba":    {"paper": 1e-3, "offline": 6e-3},
     "gralora": {"paper": 2e-4, "offline": 2e-2},
-    "bhra":    {"paper": 1e-3, "offline": 5e-2},
+    "bhra":    {"paper": 1e-3, "offline": 2e-1},
     "full":    {"paper": 2e-5, "offline": 3e-3},
 }
 
@@ -662,6 +662,9 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
         report_to=[], disable_tqdm=not progress, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=ds,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8))
+    if not progress:  # without progress bars the Trainer prints every log line instead
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     if last and verbose:
         print(f"resuming from {last}")
