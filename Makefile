@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBVAL  := --nbval-lax --nbval-current-env --sanitize-with notebooks/nbval_sanitize.cfg
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: install test test-core notebooks lab clean exercises check-exercise
+.PHONY: install test test-core notebooks bench lab clean exercises check-exercise
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ ifdef REFRESH
 else
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir build/notebooks $(NOTEBOOKS)
 endif
+
+# Step time, peak memory and merged-inference latency of every method against PEFT
+# (benchmarks/README.md; BENCH_ARGS="--device cuda --dtype bfloat16 --preset llama-3.2-1b" on a GPU).
+bench: install
+	$(PY) benchmarks/bench.py --preset cpu $(BENCH_ARGS)
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
