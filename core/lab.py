@@ -603,8 +603,11 @@ class RunConfig:
 
 
 def run_dir(cfg: RunConfig) -> Path:
-    """`.cache/runs/<profile>/<method>-<hash of the config>`: one folder per distinct run."""
-    return CACHE / "runs" / cfg.profile / f"{cfg.method}-{_hash(dataclasses.asdict(cfg))}"
+    """`.cache/runs/<profile>/<method>-<hash of the config>`: one folder per distinct run.
+
+    The hash includes the learning rate actually used, so editing LEARNING_RATES starts new runs."""
+    key = {**dataclasses.asdict(cfg), "learning_rate": cfg.learning_rate}
+    return CACHE / "runs" / cfg.profile / f"{cfg.method}-{_hash(key)}"
 
 
 def data_dir(cfg: RunConfig) -> Path:

@@ -274,3 +274,11 @@ def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, 
     assert rec["resumed_from"] is not None and "checkpoint-" in rec["resumed_from"]
     assert rec["steps"] == 300
     assert rec["losses"][0][0] == 5 and rec["losses"][-1][0] == 300   # the log spans both parts
+
+
+def test_run_folder_follows_the_learning_rate_table(monkeypatch):
+    cfg = lab.RunConfig(method="bhra")
+    before = lab.run_dir(cfg)
+    monkeypatch.setitem(lab.LEARNING_RATES, "bhra", {**lab.LEARNING_RATES["bhra"], "offline": 1.234})
+    assert lab.run_dir(cfg) != before          # a new rate is a new run, never a reused old one
+    assert lab.run_dir(lab.RunConfig(method="bhra", lr=1.234)).parent == before.parent
