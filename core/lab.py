@@ -714,14 +714,18 @@ def load_trained(cfg: RunConfig, inject_fn=None):
 
 def extract_answer(task: str, text: str) -> str:
     """LLM-Adapters' commonsense extraction: the first match of the task's answer words ('' if none)."""
+    # exercise 5.1: re.findall with the task's pattern in COMMONSENSE_TASKS; the first match, or ''
     found = re.findall(COMMONSENSE_TASKS[task], text.strip())
     return found[0] if found else ""
+    # end exercise
 
 
 def extract_number(text: str) -> float:
     """LLM-Adapters' arithmetic extraction: drop commas, take the last number (inf if none)."""
+    # exercise 5.2: remove the commas, find every (signed, decimal) number, return the last as a float
     found = re.findall(r"-?\d+\.?\d*", text.replace(",", ""))
     return float(found[-1]) if found else float("inf")
+    # end exercise
 
 
 def is_correct(task: str, generated: str, answer: str) -> bool:

@@ -115,6 +115,7 @@ def test_math_loader_converts_metamath_and_gsm8k(tmp_path):
 # extraction
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.exercise5
 @pytest.mark.parametrize("task,text,want", [
     ("boolq", "the correct answer is true", "true"),
     ("boolq", "false. no wait, true", "false"),             # first match wins
@@ -130,6 +131,7 @@ def test_commonsense_extraction(task, text, want):
     assert lab.extract_answer(task, text) == want
 
 
+@pytest.mark.exercise5
 @pytest.mark.parametrize("text,want", [
     ("The answer is 42", 42.0),
     ("3 + 4 = 7. The answer is 7", 7.0),
@@ -141,6 +143,7 @@ def test_number_extraction(text, want):
     assert lab.extract_number(text) == want
 
 
+@pytest.mark.exercise5
 def test_arithmetic_correctness_tolerance():
     assert lab.is_correct("gsm8k", "The answer is 7.0005", "7")
     assert not lab.is_correct("gsm8k", "The answer is 7.01", "7")
