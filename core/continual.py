@@ -171,6 +171,7 @@ def _std(x: np.ndarray) -> float:
 
 def _bracket(p: np.ndarray, level: float) -> tuple[int, int, float] | None:
     """Indices (lo, hi) into p (sorted ascending) and the weight w with level = (1−w)p[lo] + w p[hi]."""
+    # exercise 6.1: None outside [p[0], p[-1]] (no extrapolation); else the neighbours of level and the linear weight
     if np.isnan(level) or len(p) == 0 or level < p[0] - 1e-12 or level > p[-1] + 1e-12:
         return None
     hi = int(np.searchsorted(p, level, side="left"))
@@ -179,6 +180,7 @@ def _bracket(p: np.ndarray, level: float) -> tuple[int, int, float] | None:
         return hi, hi, 0.0
     lo = hi - 1
     return lo, hi, float((level - p[lo]) / (p[hi] - p[lo]))
+    # end exercise
 
 
 def summarize(records, level: float | None = None, additive: tuple[str, ...] = ADDITIVE) -> ContinualSummary:
@@ -243,6 +245,7 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
     per_seed = pd.DataFrame(seed_rows)
     matched = pd.DataFrame(matched_rows)
 
+    # exercise 6.2: per seed, the mean matched retention of the additive controls present; then mean ± std (_std)
     present = [m for m in additive if m in set(df["method"])]
     if present:
         wide = per_seed[per_seed["method"].isin(present)].pivot(index="seed", columns="method", values="retention")
@@ -250,6 +253,7 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
         additive_stat = (float(add_seed.mean(skipna=False)), _std(add_seed.to_numpy()))
     else:
         add_seed, additive_stat = None, (math.nan, math.nan)
+    # end exercise
 
     gaps_mean, gaps_std = [], []
     for method in matched["method"]:

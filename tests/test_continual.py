@@ -14,8 +14,6 @@ from core.continual import (ABLATION, BlockNormBHRALinear, block_gains, coupling
                             summarize)
 from core_helpers import make_mlp
 
-pytestmark = pytest.mark.exercise6
-
 
 def rows(method, table):
     """table: {lr: [(seed, acc_A_stage1, acc_A_stage2, acc_B_stage2), ...]} -> records."""
@@ -41,6 +39,7 @@ def test_frontier_is_mean_and_std_over_seeds():
     assert (f["n_seeds"] == 2).all()
 
 
+@pytest.mark.exercise6
 def test_matched_retention_interpolates_along_each_frontier():
     s = summarize(TABLE)
     # the common level: the highest plasticity both mean frontiers reach = min(60, 40)
@@ -63,6 +62,7 @@ def test_matched_retention_interpolates_along_each_frontier():
     assert s.gap("lora")[0] == pytest.approx(0)
 
 
+@pytest.mark.exercise6
 def test_level_outside_a_frontier_gives_nan_not_extrapolation():
     s = summarize(TABLE, level=50)  # above bhra's highest plasticity (40)
     m = s.matched.set_index("method")
@@ -72,6 +72,7 @@ def test_level_outside_a_frontier_gives_nan_not_extrapolation():
     assert math.isnan(summarize(TABLE, level=5).matched.set_index("method").loc["lora", "retention_mean"])
 
 
+@pytest.mark.exercise6
 def test_additive_control_mean_averages_the_three_controls_per_seed():
     # Each control: P̄ = 40 at lr 1e-3 and 60 at lr 1e-2, so level 50 gives w = 1/2 and
     # matched retention = the average of the two learning rates, seed by seed.
