@@ -57,10 +57,10 @@ LEARNING_RATES = {
     #            paper   offline
     "lora":    {"paper": 3e-4, "offline": 2e-2},
     "dora":    {"paper": 2e-4, "offline": 2e-2},
-    "hira":    {"paper": 1e-3, "offline": 2e-1},
+    "hira":    {"paper": 1e-3, "offline": 1e-1},
     "abba":    {"paper": 1e-3, "offline": 6e-3},
     "gralora": {"paper": 2e-4, "offline": 2e-2},
-    "bhra":    {"paper": 1e-3, "offline": 2e-1},
+    "bhra":    {"paper": 1e-3, "offline": 1e-1},
     "full":    {"paper": 2e-5, "offline": 3e-3},
 }
 
@@ -611,7 +611,8 @@ def run_dir(cfg: RunConfig) -> Path:
 
 
 def data_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.data_dir) if cfg.data_dir else offline_data(seed=cfg.seed)
+    """The data folder; a relative path is read from the repo root, wherever the caller runs."""
+    return REPO / cfg.data_dir if cfg.data_dir else offline_data(seed=cfg.seed)
 
 
 def prepare_model(cfg: RunConfig, verbose: bool = True, inject_fn=None):
