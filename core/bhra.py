@@ -500,13 +500,14 @@ def _install(model: nn.Module, layers: dict[str, nn.Module]):
         model.set_submodule(name, layer)
 
 
+def _freeze_and_install(model: nn.Module, layers: dict[str, AdaptedLinear]):
+    model.requires_grad_(False)  # everything but the new factors, W0 included
+    _install(model, layers)
+
+
 def inject(model: nn.Module, cfg: AdapterConfig, verbose: bool = True) -> nn.Module:
     """Wrap every nn.Linear whose name ends in one of cfg.targets; freeze everything else."""
-    layers = _build(model, cfg)  # raises before anything changes
-    model.requires_grad_(False)
-    for layer in layers.values():
-        layer.base.requires_grad_(False)
-    _install(model, layers)
+    _freeze_and_install(model, _build(model, cfg))  # _build raises before anything changes
     if verbose:
         print(trainable_report(model))
     return model
@@ -610,10 +611,7 @@ def load_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
         for k, v in want.items():
             v.copy_(got[k])
     if not existing:
-        model.requires_grad_(False)
-        for layer in layers.values():
-            layer.base.requires_grad_(False)
-        _install(model, layers)
+        _freeze_and_install(model, layers)
     return model
 
 
