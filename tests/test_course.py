@@ -64,9 +64,9 @@ def _relative_targets(path: Path) -> list[tuple[str, Path]]:
 
 
 def _marked_exercises() -> dict[str, Path]:
-    """{"2.3": core/bhra.py, ...}: every `# exercise N.k:` marker in core/*.py."""
+    """{"2.1": core/bhra.py, ...}: every `# exercise N.k:` marker in the packages the student copy cuts."""
     ids = {}
-    for path in sorted((ROOT / "core").glob("*.py")):
+    for path in exercises.source_files(ROOT):  # core/ and lab/, the packages the student copy cuts
         for line in path.read_text().splitlines():
             if match := exercises.BEGIN.match(line):
                 assert match["id"] not in ids, f"exercise {match['id']} is marked twice ({ids[match['id']]}, {path})"

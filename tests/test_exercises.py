@@ -25,9 +25,18 @@ def test_cut_refuses_an_unclosed_region():
         exercises.cut("# exercise 9.1: never closed\nx = 1\n")
 
 
+def test_cut_keeps_the_solutions_of_solved_lessons():
+    text = ("# exercise 1.1: one\nx = 1\n# end exercise\n"
+            "# exercise 2.1: two\ny = 2\n# end exercise\n")
+    out, ids = exercises.cut(text, solved=1)
+    assert ids == ["1.1", "2.1"]
+    assert out == "x = 1\nraise NotImplementedError('Exercise 2.1: two')\n"
+    assert exercises.cut(text, solved=2)[0] == "x = 1\ny = 2\n"
+
+
 def _exercise_ids() -> list[str]:
     ids = []
-    for path in sorted((ROOT / "core").glob("*.py")):
+    for path in exercises.source_files(ROOT):
         ids += exercises.cut(path.read_text(), path.name)[1]
     return ids
 
@@ -78,3 +87,47 @@ def test_the_rest_of_the_suite_still_collects_in_the_student_copy(tmp_path):
     there = subprocess.run(args, cwd=student, capture_output=True, text=True)
     assert there.returncode == 0, there.stdout[-2000:] + there.stderr[-2000:]
     assert count.search(here.stdout)[1] == count.search(there.stdout)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The student's path: after lessons 1..N, notebook N runs to the end in the student copy
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_notebook(path: Path) -> str | None:
+    """Execute a notebook in its own folder with this interpreter's kernel; None, or the error it stopped with."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        return str(err)
+    return None
+
+
+def _notebook(n: int) -> str:
+    return next(p.name for p in (ROOT / "notebooks").glob(f"{n:02d}_*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_notebook_n_runs_in_a_student_copy_with_lessons_1_to_n_solved(tmp_path, n):
+    """Lessons 1..N solved: notebook N runs to the end; lesson N left undone: it stops at a lesson-N stub.
+
+    The second half proves that the notebook ran on the copy's own core (not the installed reference)
+    and that it needs lesson N's exercises, so none of them could move to a later lesson unnoticed.
+    """
+    ids = exercises.write_student_copy(tmp_path / "solved", solved=n)
+    assert ids and all(exercises.lesson(i) > n for i in ids), ids
+    error = _run_notebook(tmp_path / "solved" / "notebooks" / _notebook(n))
+    assert error is None, f"notebook {n:02d} failed in a student copy with lessons 1..{n} solved:\n{error[-3000:]}"
+
+    exercises.write_student_copy(tmp_path / "unsolved", solved=n - 1)
+    error = _run_notebook(tmp_path / "unsolved" / "notebooks" / _notebook(n))
+    assert error is not None and re.search(rf"NotImplementedError: Exercise {n}\.\d", error), (
+        f"notebook {n:02d} should stop at a stub of lesson {n} when only lessons 1..{n - 1} are solved; "
+        + ("it ran to the end (does it import the installed core instead of the copy's?)" if error is None else error[-2000:]))

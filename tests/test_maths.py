@@ -65,21 +65,47 @@ def _layer(method: str, m: int, n: int, dtype=torch.float64, weight=None, bias=N
     return layer
 
 
+def expect_close(actual, expected, what: str, mistakes=(), **tol):
+    """assert_close for the exercises, failing with a sentence instead of raw numbers.
+
+    `what` says what was expected; `mistakes` are (description, the value that mistake produces):
+    the first one `actual` equals is named in the message.
+    """
+    tol = tol or F64
+    if tuple(actual.shape) != tuple(expected.shape):
+        named = [d for d, wrong in mistakes if tuple(wrong.shape) == tuple(actual.shape)]
+        pytest.fail(f"{what}: expected shape {tuple(expected.shape)}, got {tuple(actual.shape)}"
+                    + (f". Likely mistake: {named[0]}." if named else "."), pytrace=False)
+    if torch.allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"]):
+        return
+    for description, wrong in mistakes:
+        if tuple(wrong.shape) == tuple(actual.shape) and torch.allclose(actual, wrong, rtol=1e-8, atol=1e-10):
+            pytest.fail(f"{what}, but the result is off. Likely mistake: {description}.", pytrace=False)
+    worst = (actual - expected).abs().max().item()
+    pytest.fail(f"{what}, but the values differ (largest difference {worst:.3g}).", pytrace=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Identities between the methods
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.exercise2
+@pytest.mark.exercise1
 def test_blocks_and_unblocks_are_inverse_and_cut_a_grid():
     W = torch.arange(6 * 8, **f64).reshape(6, 8)
     Wb = blocks(W, 2)  # (2, 2, 3, 4)
-    assert Wb.shape == (2, 2, 3, 4)
-    assert torch.equal(Wb[1, 0], W[3:, :4]) and torch.equal(Wb[0, 1], W[:3, 4:])
+    expected = torch.stack([torch.stack([W[:3, :4], W[:3, 4:]]), torch.stack([W[3:, :4], W[3:, 4:]])])
+    expect_close(Wb, expected, "blocks(W, 2) of a 6×8 W should be (2, 2, 3, 4) with block (1, 0) = W[3:, :4] "
+                 "(rows 3-5, columns 0-3)", mistakes=[
+        ("the grid index is the inner factor, '(p i) (q j)': an interleaved grid; write '(i p) (j q)'",
+         rearrange(W, "(p i) (q j) -> i j p q", i=2, j=2)),
+        ("the grid axes are swapped, '-> j i p q': block (i, j) lands at [j, i]", rearrange(W, "(i p) (j q) -> j i p q", i=2, j=2)),
+        ("the block axes are swapped, '-> i j q p': each block is transposed", rearrange(W, "(i p) (j q) -> i j q p", i=2, j=2)),
+    ])
     assert torch.equal(unblocks(Wb), W)
 
 
-@pytest.mark.exercise2
+@pytest.mark.exercise1
 def test_bhra_with_one_block_is_hira():
     m, n, r = 12, 8, 4
     hira = _layer("hira", m, n, r=r)
@@ -88,12 +114,14 @@ def test_bhra_with_one_block_is_hira():
         bhra.B.copy_(rearrange(hira.B, "m r -> 1 1 m r"))
         bhra.A.copy_(rearrange(hira.A, "r n -> 1 1 r n"))
     assert torch.equal(bhra.W0, hira.W0)
-    torch.testing.assert_close(bhra.delta_weight(), hira.delta_weight(), **F64)
+    expect_close(bhra.delta_weight(), hira.delta_weight(), "BHRA with b = 1 should equal HiRA, ΔW = s·W0 ⊙ (B A) "
+                 "(check bhra_delta: W0 times block_product(B, A), times s; and block_product: B_ij @ A_ij per block)",
+                 mistakes=[("bhra_delta leaves out W0: it returns s·B A, LoRA's update", (hira.B @ hira.A).detach())])
     x = torch.randn(5, n, **f64)
-    torch.testing.assert_close(bhra(x), hira(x), **F64)
+    expect_close(bhra(x), hira(x), "the BHRA layer with b = 1 should compute the same output as the HiRA layer")
 
 
-@pytest.mark.exercise2
+@pytest.mark.exercise1
 def test_bhra_on_all_ones_is_gralora_with_k_equal_b():
     """W0 = 1 removes the Hadamard coupling: each block is a plain low-rank B_ij A_ij (GraLoRA)."""
     m, n, r, b = 12, 8, 4, 2
@@ -105,45 +133,56 @@ def test_bhra_on_all_ones_is_gralora_with_k_equal_b():
         gra.B.copy_(bhra.B)
         gra.A.copy_(bhra.A)
     assert scaling(bhra.cfg) == scaling(gra.cfg) == 1.0
-    torch.testing.assert_close(bhra.delta_weight(), gra.delta_weight(), **F64)
-    torch.testing.assert_close(bhra_delta(ones, bhra.B, bhra.A, 0.7), gralora_delta(bhra.B, bhra.A, 0.7), **F64)
+    expect_close(bhra.delta_weight(), gra.delta_weight(), "BHRA on an all-ones W0 should equal GraLoRA with k = b "
+                 "(every block a plain B_ij A_ij)")
+    expect_close(bhra_delta(ones, bhra.B, bhra.A, 0.7), gralora_delta(bhra.B, bhra.A, 0.7),
+                 "bhra_delta(ones, B, A, s = 0.7) should be 0.7 · B_ij A_ij in every block", mistakes=[
+        ("the scale s is forgotten in bhra_delta (the result is 1/0.7 too large)", gralora_delta(bhra.B, bhra.A, 1.0))])
     x = torch.randn(5, n, **f64)
-    torch.testing.assert_close(bhra(x), gra(x), **F64)
+    expect_close(bhra(x), gra(x), "the BHRA layer on an all-ones W0 should compute the same output as GraLoRA")
 
 
-@pytest.mark.exercise2
+@pytest.mark.exercise1
 def test_gralora_blocks_are_low_rank_products():
     """Block (i, j) of GraLoRA's ΔW is s · B_ij A_ij, each of rank r/k."""
     B, A = torch.randn(3, 3, 4, 2, **f64), torch.randn(3, 3, 2, 6, **f64)
     dW = gralora_delta(B, A, 0.5)
-    for i, j in itertools.product(range(3), range(3)):
-        torch.testing.assert_close(dW[4 * i : 4 * (i + 1), 6 * j : 6 * (j + 1)], 0.5 * B[i, j] @ A[i, j], **F64)
+    expected = torch.cat([torch.cat([0.5 * B[i, j] @ A[i, j] for j in range(3)], dim=1) for i in range(3)])
+    swapped = torch.cat([torch.cat([0.5 * B[j, i] @ A[j, i] for j in range(3)], dim=1) for i in range(3)])
+    expect_close(dW, expected, "block_product(B, A) should put B_ij @ A_ij at block (i, j) of a (12, 18) matrix", mistakes=[
+        ("the grid is transposed: block (i, j) holds B_ji A_ji (check the unblocks / einsum axis order)", swapped),
+        ("the scale s is applied twice or forgotten", expected / 0.5)])
 
 
-@pytest.mark.exercise4
+@pytest.mark.exercise1
 def test_khatri_rao_turns_a_hadamard_product_into_one_low_rank_product():
     m, n, r1, r2 = 7, 5, 3, 2
     B1, B2 = torch.randn(m, r1, **f64), torch.randn(m, r2, **f64)
     A1, A2 = torch.randn(r1, n, **f64), torch.randn(r2, n, **f64)
     KB, KA = khatri_rao(B1, B2), khatri_rao(A1.T, A2.T)
-    assert KB.shape == (m, r1 * r2) and KA.shape == (n, r1 * r2)
-    torch.testing.assert_close(KB @ KA.T, (B1 @ A1) * (B2 @ A2), **F64)
+    assert KB.shape == (m, r1 * r2) and KA.shape == (n, r1 * r2), (
+        f"khatri_rao of (m, r1) and (m, r2) should be (m, r1·r2) = {(m, r1 * r2)}, got {tuple(KB.shape)}: "
+        "one row per row of the inputs, the r1·r2 products of that row's entries")
+    expect_close(KB @ KA.T, (B1 @ A1) * (B2 @ A2), "khatri_rao(B1, B2) @ khatri_rao(A1ᵀ, A2ᵀ)ᵀ should equal (B1 A1) ⊙ (B2 A2)")
 
 
-@pytest.mark.exercise4
+@pytest.mark.exercise1
 def test_khatri_rao_is_the_row_wise_kronecker_product():
     P, Q = torch.randn(4, 3, **f64), torch.randn(4, 2, **f64)
     expected = torch.stack([torch.kron(P[i], Q[i]) for i in range(4)])
-    assert torch.equal(khatri_rao(P, Q), expected)
+    expect_close(khatri_rao(P, Q), expected, "row i of khatri_rao(P, Q) should be torch.kron(P[i], Q[i])", mistakes=[
+        ("the two factor axes are flattened in the wrong order, '(t r)': P's index must be the outer one, '(r t)'",
+         torch.stack([torch.kron(Q[i], P[i]) for i in range(4)]))])
 
 
-@pytest.mark.exercise4
+@pytest.mark.exercise1
 def test_abba_linear_equals_x_times_delta_transposed():
     m, n, r1 = 12, 8, 3
     B1, B2 = torch.randn(m, r1, **f64), torch.randn(m, r1, **f64)
     A1, A2 = torch.randn(r1, n, **f64), torch.randn(r1, n, **f64)
     x = torch.randn(2, 5, n, **f64)
-    torch.testing.assert_close(abba_linear(x, B1, A1, B2, A2, 0.3), x @ abba_delta(B1, A1, B2, A2, 0.3).T, **F64)
+    expect_close(abba_linear(x, B1, A1, B2, A2, 0.3), x @ abba_delta(B1, A1, B2, A2, 0.3).T,
+                 "ABBA's cheap forward, built on khatri_rao, should equal x ΔWᵀ (check khatri_rao's output shape (m, r1·r2))")
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -169,8 +208,12 @@ def test_pure_updates_match_their_formulas():
     m, n, r = 6, 4, 2
     W0, B, A = torch.randn(m, n, **f64), torch.randn(m, r, **f64), torch.randn(r, n, **f64)
     mag, s = torch.rand(m, **f64) + 0.5, 0.7
-    torch.testing.assert_close(lora_delta(B, A, s), s * B @ A, **F64)
-    torch.testing.assert_close(hira_delta(W0, B, A, s), s * W0 * (B @ A), **F64)
+    expect_close(lora_delta(B, A, s), s * B @ A, "lora_delta(B, A, s = 0.7) should be s · B @ A, shape (m, n)", mistakes=[
+        ("the scale s is forgotten (the result is 1/0.7 too large)", B @ A),
+        ("a transposed result, Aᵀ Bᵀ", s * (B @ A).T)])
+    expect_close(hira_delta(W0, B, A, s), s * W0 * (B @ A), "hira_delta(W0, B, A, s = 0.7) should be s · W0 ⊙ (B @ A)", mistakes=[
+        ("the scale s is forgotten (the result is 1/0.7 too large)", W0 * (B @ A)),
+        ("W0 is left out: that is LoRA's update s·B A", s * B @ A)])
     V = W0 + s * B @ A
     torch.testing.assert_close(dora_delta(W0, B, A, mag, s), mag[:, None] * V / V.norm(dim=1, keepdim=True) - W0, **F64)
 
@@ -254,7 +297,11 @@ def test_bhra_block_gradient_ignores_the_other_blocks_of_w0():
 def test_lean_block_hadamard_linear_passes_gradcheck(b, bias):
     """The custom backward (x, W0, bias, B, A) against finite differences in float64."""
     inputs = _bhra_inputs(b=b, m=4 * b, n=2 * b, rb=2, T=(2, 3), bias=bias)
-    assert torch.autograd.gradcheck(lambda *t: block_hadamard_linear(*t, 0.6), tuple(inputs), eps=1e-6, atol=1e-7)
+    ok = torch.autograd.gradcheck(lambda *t: block_hadamard_linear(*t, 0.6), tuple(inputs), eps=1e-6, atol=1e-7,
+                                  raise_exception=False)
+    assert ok, ("the lean backward's gradients differ from finite differences. Expected, with dC_ij = W0_ij ⊙ G_ij: "
+                "∂L/∂B_ij = s·dC_ij A_ijᵀ and ∂L/∂A_ij = s·B_ijᵀ dC_ij. Likely mistakes: a forgotten scale s (here 0.6), "
+                "G instead of W0 ⊙ G, or a transposed block (A_ij where A_ijᵀ belongs)")
 
 
 @pytest.mark.exercise3
@@ -270,7 +317,13 @@ def test_lean_block_hadamard_linear_matches_the_autograd_reference(b, T):
     y_lean.backward(g)
     y_ref.backward(g)
     for name, a, r in zip(["x", "W0", "bias", "B", "A"], lean, ref):
-        torch.testing.assert_close(a.grad, r.grad, **F64, msg=f"gradient of {name} differs")
+        assert a.grad is not None and a.grad.shape == r.grad.shape, (
+            f"the lean backward should return a gradient of {name} with shape {tuple(r.grad.shape)}, got "
+            f"{None if a.grad is None else tuple(a.grad.shape)} (a transposed block? gB is (b, b, m/b, r_b), gA (b, b, r_b, n/b))")
+        if name in ("B", "A") and torch.allclose(a.grad, r.grad / 0.6, rtol=1e-8, atol=1e-10):
+            pytest.fail(f"the gradient of {name} is 1/s too large: the scale s (here 0.6) is forgotten", pytrace=False)
+        expect_close(a.grad, r.grad, f"the lean backward's gradient of {name} should equal autograd's through the "
+                     "reference forward (∂L/∂B_ij = s·(W0_ij ⊙ G_ij) A_ijᵀ, ∂L/∂A_ij = s·B_ijᵀ (W0_ij ⊙ G_ij))")
 
 
 def test_lean_backward_skips_inputs_that_need_no_gradient():
@@ -373,20 +426,38 @@ RANK_CASES = {
 }
 
 
-def _rank_params(lesson2: tuple[str, ...]):
-    """Exercise 1.3 writes the bounds without a grid; methods in `lesson2` need lesson 2's block functions."""
-    return [pytest.param(case, marks=pytest.mark.exercise2 if spec[0] in lesson2 else pytest.mark.exercise1)
-            for case, spec in RANK_CASES.items()]
+def _rank_hint(method, cfg, w0_rank, expected, got) -> str:
+    """The sentence a wrong rank bound fails with: what was expected, and the likely mistake."""
+    r, k, w0 = cfg["r"], cfg.get("k"), w0_rank or 32
+    said = (f"the rank bound of {method} ({', '.join(f'{a}={v}' for a, v in cfg.items())}) on a 48×32 W0 of rank {w0} "
+            f"should be {expected}, got {got}")
+    likely = {
+        ("gralora", r): "a bound of r instead of k·r (k² blocks of rank r/k each)",
+        ("gralora", r // k if k else None): "the rank of one block, r/k, instead of the k² blocks' k·r",
+        ("hira", r): "LoRA's r instead of rank(W0)·r (the Hadamard inequality)",
+        ("hira", w0 + r): "DoRA's rank(W0) + r instead of HiRA's rank(W0)·r",
+        ("dora", r): "r alone: DoRA's update also holds a row rescaling of W0, rank(W0) + r",
+        ("dora", w0 * r): "HiRA's rank(W0)·r instead of DoRA's rank(W0) + r",
+        ("abba", r): "r instead of r1·r2 = (r/2)² (the Hadamard inequality with r1 = r2 = r/2)",
+        ("abba", r * r): "r² instead of (r/2)²: each factor pair has rank r/2",
+    }.get((method, got))
+    return said + (f". Likely mistake: {likely}." if likely else ".")
 
 
-@pytest.mark.parametrize("case", _rank_params(lesson2=("bhra",)))
+def _rank_params():
+    """Every bound is lesson 1's: Exercise 1.3 (the bounds), with 1.4-1.6 (the blocks) for the grid methods."""
+    return [pytest.param(case, marks=pytest.mark.exercise1) for case in RANK_CASES]
+
+
+@pytest.mark.parametrize("case", _rank_params())
 def test_rank_bound_of_each_method(case):
     method, cfg, w0_rank, expected = RANK_CASES[case]
     W0 = _low_rank(48, 32, w0_rank) if w0_rank else torch.randn(48, 32, **f64)
-    assert rank_bound(AdapterConfig(method=method, targets=("x",), **cfg), W0) == expected
+    got = rank_bound(AdapterConfig(method=method, targets=("x",), **cfg), W0)
+    assert got == expected, _rank_hint(method, cfg, w0_rank, expected, got)
 
 
-@pytest.mark.parametrize("case", _rank_params(lesson2=("gralora", "bhra")))
+@pytest.mark.parametrize("case", _rank_params())
 def test_random_updates_reach_but_never_exceed_the_rank_bound(case):
     method, cfg, w0_rank, _ = RANK_CASES[case]
     W0 = _low_rank(48, 32, w0_rank) if w0_rank else torch.randn(48, 32, **f64)
@@ -397,19 +468,26 @@ def test_random_updates_reach_but_never_exceed_the_rank_bound(case):
         layer = _layer(method, 48, 32, weight=W0, **cfg)
         with torch.no_grad():
             ranks.append(numeric_rank(layer.delta_weight()))
-    assert max(ranks) <= bound, f"rank {max(ranks)} exceeds the bound {bound}"
-    assert min(ranks) == bound, f"generic factors should reach the bound {bound}, got ranks {ranks}"
+    assert max(ranks) <= bound, (
+        f"{method}: random updates reach rank {max(ranks)}, above rank_bound's {bound}: the bound is too low "
+        + ("(a bound of r instead of k·r?)" if method == "gralora" else "(check the formula in the table of lesson 01)"))
+    assert min(ranks) == bound, (
+        f"{method}: generic factors should reach the bound {bound}, got ranks {ranks}: the bound is too high "
+        "(or the update itself is wrong: check the method's delta function)")
 
 
-@pytest.mark.exercise2
+@pytest.mark.exercise1
 def test_bhra_rank_bound_uses_the_rank_of_each_block():
     """A W0 whose blocks have different ranks: the bound is Σ_ij rank(W0_ij) · r_b."""
     W0 = torch.zeros(32, 32, **f64)
     W0[:16, :16] = _low_rank(16, 16, 1)  # block (0, 0): rank 1, the other three are zero
     W0[16:, 16:] = _low_rank(16, 16, 2, seed=1)  # block (1, 1): rank 2
     cfg = AdapterConfig(method="bhra", r=8, b=2, targets=("x",))  # r_b = 4
-    assert rank_bound(cfg, W0) == 1 * 4 + 2 * 4
-    assert numeric_rank(_layer("bhra", 32, 32, weight=W0, r=8, b=2).delta_weight()) == 12
+    got = rank_bound(cfg, W0)
+    assert got == 1 * 4 + 2 * 4, (f"a W0 with blocks of rank 1, 0, 0, 2 and r_b = 4 should have the BHRA bound "
+                                  f"Σ rank(W0_ij)·r_b = 12, got {got} (rank_bound's BHRA branch uses blocks, Exercise 1.4)")
+    got = numeric_rank(_layer("bhra", 32, 32, weight=W0, r=8, b=2).delta_weight())
+    assert got == 12, f"a random BHRA update on this W0 should have rank 12, got {got} (check blocks, block_product, bhra_delta)"
 
 
 def test_bhra_rank_bound_caps_each_block_at_its_size():
@@ -461,23 +539,31 @@ def test_count_singular_values_above_threshold():
     assert count_singular_values(M, threshold=10.0) == 0
 
 
+@pytest.mark.exercise2
 def test_block_energy_sums_squares_per_block():
     M = torch.zeros(4, 6)
     M[0, 0], M[1, 2] = 3.0, 4.0  # block (0, 0) of a 2×2 grid
     M[3, 5] = 1.0  # block (1, 1)
-    torch.testing.assert_close(block_energy(M, 2), torch.tensor([[25.0, 0.0], [0.0, 1.0]]))
-    assert torch.equal(block_energy(torch.ones(6, 6), 3), torch.full((3, 3), 4.0))
+    expect_close(block_energy(M, 2), torch.tensor([[25.0, 0.0], [0.0, 1.0]]),
+                 "block_energy(M, 2) should be the (2, 2) grid of ‖M_ij‖²_F: 3² + 4² = 25 in block (0, 0), 1 in block (1, 1)",
+                 mistakes=[("the norm, not its square (‖M_ij‖ instead of ‖M_ij‖²)", torch.tensor([[5.0, 0.0], [0.0, 1.0]])),
+                           ("the squares are summed over the grid axes (0, 1) instead of each block's axes (-2, -1)",
+                            blocks(M, 2).pow(2).sum(dim=(0, 1)))], rtol=1e-6, atol=1e-6)
+    assert torch.equal(block_energy(torch.ones(6, 6), 3), torch.full((3, 3), 4.0)), \
+        "block_energy(ones(6, 6), 3) should be a (3, 3) grid of 4s (each 2×2 block holds four ones)"
 
 
+@pytest.mark.exercise2
 def test_block_energy_adds_up_to_the_squared_frobenius_norm():
     M = torch.randn(12, 8, **f64)
-    assert float(block_energy(M, 4).sum()) == pytest.approx(float(M.norm() ** 2), rel=1e-12)
+    assert float(block_energy(M, 4).sum()) == pytest.approx(float(M.norm() ** 2), rel=1e-12), \
+        "the block energies should add up to ‖M‖²_F: every entry's square counted once (squares, not norms)"
 
 
 @pytest.mark.exercise7
 def test_gini_of_equal_values_is_zero():
-    assert gini(torch.full((10,), 3.0)) == pytest.approx(0.0, abs=1e-12)
-    assert gini(torch.zeros(4)) == 0.0
+    assert gini(torch.full((10,), 3.0)) == pytest.approx(0.0, abs=1e-12), "equal values should have Gini 0"
+    assert gini(torch.zeros(4)) == 0.0, "an all-zero input should give 0 (not nan): return 0 when the sum is 0"
 
 
 @pytest.mark.exercise7
@@ -485,7 +571,9 @@ def test_gini_of_equal_values_is_zero():
 def test_gini_of_one_hot_is_n_minus_one_over_n(n):
     x = torch.zeros(n)
     x[n // 2] = 7.0
-    assert gini(x) == pytest.approx((n - 1) / n, rel=1e-12)
+    assert gini(x) == pytest.approx((n - 1) / n, rel=1e-12), (
+        f"one non-zero value among {n} should have Gini (n − 1)/n = {(n - 1) / n:.3f}, got {gini(x):.3f}: "
+        "are the values sorted ascending before the weights (2i − n − 1) are applied?")
 
 
 @pytest.mark.exercise7
@@ -494,5 +582,7 @@ def test_gini_equals_the_mean_absolute_difference_formula():
     x = torch.rand(3, 3, **f64)
     v = x.flatten()
     expected = (v[:, None] - v[None, :]).abs().sum() / (2 * v.numel() ** 2 * v.mean())
-    assert gini(x) == pytest.approx(float(expected), rel=1e-12)
-    assert gini(x) == pytest.approx(gini(x[torch.randperm(3)] * 5.0), rel=1e-12)  # order- and scale-free
+    assert gini(x) == pytest.approx(float(expected), rel=1e-12), (
+        f"gini should equal Σ|x_i − x_j| / (2 n² mean) = {float(expected):.4f}, got {gini(x):.4f}: "
+        "sort ascending, use i = 1..n, and divide by n·Σ v")
+    assert gini(x) == pytest.approx(gini(x[torch.randperm(3)] * 5.0), rel=1e-12), "gini should not depend on order or scale"
