@@ -30,13 +30,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import einsum, rearrange, reduce
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 METHODS = ("lora", "dora", "hira", "abba", "gralora", "bhra")
+ABLATIONS = ("bhra_blocknorm",)  # BHRA variants that answer a question about BHRA, not methods of their own
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 W0_COUPLED = ("hira", "bhra")  # methods whose update is W0 ⊙ (something)
+GRID = {"bhra": "b", "bhra_blocknorm": "b", "gralora": "k"}  # the field that sets each grid method's blocks per side
+USES = {  # the fields each method reads besides method, r and targets; it ignores the others
+    "lora": ("alpha", "rslora", "dropout"), "dora": ("alpha", "rslora", "dropout"), "hira": (),
+    "abba": ("alpha", "dropout"), "gralora": ("k", "alpha", "rslora", "dropout"), "bhra": ("b",), "bhra_blocknorm": ("b",),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +52,7 @@ W0_COUPLED = ("hira", "bhra")  # methods whose update is W0 ⊙ (something)
 
 @dataclass
 class AdapterConfig:
-    method: str = "bhra"  # one of METHODS
+    method: str = "bhra"  # one of METHODS or ABLATIONS
     r: int = 32  # LoRA-equivalent rank: every method trains r·(m + n) parameters per layer
     b: int = 8  # BHRA: blocks per side of the grid; each block has rank r_b = r / b
     k: int = 2  # GraLoRA: blocks per side; each block has rank r / k
@@ -56,16 +62,17 @@ class AdapterConfig:
     targets: tuple[str, ...] = LLAMA_TARGETS  # last component of the nn.Linear names to adapt
 
     def __post_init__(self):
+        self._check_types()
         self.targets = tuple(self.targets)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: choose one of {METHODS}")
-        if not isinstance(self.r, int) or self.r <= 0:
+        if self.method not in METHODS + ABLATIONS:
+            raise ValueError(f"unknown method {self.method!r}: choose one of {METHODS + ABLATIONS}")
+        if self.r <= 0:
             raise ValueError(f"r must be a positive integer (the LoRA-equivalent rank), got r={self.r!r}")
-        grid = {"bhra": ("b", self.b), "gralora": ("k", self.k)}.get(self.method)
-        if grid and (not isinstance(grid[1], int) or grid[1] <= 0):
-            raise ValueError(f"{grid[0]} must be a positive integer (blocks per side), got {grid[0]}={grid[1]!r}")
-        if grid and self.r % grid[1]:
-            name, g = grid
+        name = GRID.get(self.method)
+        g = getattr(self, name) if name else 1
+        if g <= 0:
+            raise ValueError(f"{name} must be a positive integer (blocks per side), got {name}={g!r}")
+        if self.r % g:
             raise ValueError(
                 f"r={self.r} is not divisible by {name}={g}: {self.method} gives each of the {name}×{name} "
                 f"blocks rank r/{name}; pick r a multiple of {name} (e.g. r={g * max(1, self.r // max(g, 1))})"
@@ -74,7 +81,7 @@ class AdapterConfig:
             raise ValueError(f"ABBA splits r into r1 = r2 = r/2; r={self.r} is odd, pick an even r")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.method in W0_COUPLED and self.dropout > 0:
+        if "dropout" not in USES[self.method] and self.dropout > 0:
             raise ValueError(
                 f"{self.method} folds its update into W0's single GEMM, so there is no separate adapter "
                 "path to drop out: set dropout=0"
@@ -82,15 +89,41 @@ class AdapterConfig:
         if not self.targets:
             raise ValueError("targets is empty: name the nn.Linear modules to adapt, e.g. ('q_proj', 'v_proj')")
 
+    def _check_types(self):
+        """A wrongly typed value (a JSON typo, a string from a command line) is refused before it is used."""
+        expected = {  # field: (type, what it must be, an example)
+            "r": (int, "a positive integer (the LoRA-equivalent rank)", 32),
+            "b": (int, "a positive integer (blocks per side)", 8),
+            "k": (int, "a positive integer (blocks per side)", 2),
+            "alpha": ((int, float), "a number (the scale numerator)", 64.0),
+            "rslora": (bool, "True or False", False),
+            "dropout": ((int, float), "a number in [0, 1)", 0.1),
+        }
+        for name, (kind, what, example) in expected.items():
+            v = getattr(self, name)
+            if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):  # True is an int in Python
+                raise ValueError(f"{name} must be {what}, got {name}={v!r} ({type(v).__name__}): write e.g. {name}={example!r}")
+        if not isinstance(self.targets, (tuple, list)):
+            fix = f"({self.targets!r},)" if isinstance(self.targets, str) else "('q_proj', 'v_proj')"
+            raise ValueError(f"targets must be a tuple or list of names, got {self.targets!r}: write e.g. targets={fix}")
+        bad = [t for t in self.targets if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"targets must be names of nn.Linear modules, got {bad[0]!r} ({type(bad[0]).__name__}): "
+                             "write e.g. targets=('q_proj', 'v_proj')")
+
     @property
     def grid(self) -> int:
         """Blocks per side: b for BHRA, k for GraLoRA, 1 for the others."""
-        return {"bhra": self.b, "gralora": self.k}.get(self.method, 1)
+        return getattr(self, GRID[self.method]) if self.method in GRID else 1
+
+    def used(self) -> dict:
+        """The fields this method reads, targets as a set: two configs that agree here build the same adapter."""
+        return {f: set(self.targets) if f == "targets" else getattr(self, f) for f in ("method", "r", "targets", *USES[self.method])}
 
 
 def scaling(cfg: AdapterConfig) -> float:
     """The scalar s in front of each update."""
-    if cfg.method in W0_COUPLED:
+    if cfg.method in W0_COUPLED + ABLATIONS:
         return 1.0  # HiRA has no scale (PEFT's HiRA neither); W0 sets the magnitude
     if cfg.method == "abba":
         r1 = r2 = cfg.r // 2
@@ -176,13 +209,17 @@ def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
 
 
 def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
-    """The largest rank ΔW can take for this method on this W0 (m, n)."""
+    """An upper bound on the rank of ΔW for this method on this W0 (m, n); generic factors reach it."""
     m, n = W0.shape
     full, r = min(m, n), cfg.r
-    if cfg.method == "bhra":  # each block obeys the Hadamard bound on its own, capped by the block's size
+    if cfg.method in ("bhra", "bhra_blocknorm"):
+        # Block (i, j) adds at most rank(W0_ij)·r_b, and no more than its size; a block-row adds at most
+        # its height m/b (its blocks share those rows), a block-column at most its width n/b.
         b, rb = cfg.b, r // cfg.b
-        block_ranks = numeric_rank(blocks(W0, b))  # (b, b)
-        return int(min(full, (block_ranks * rb).clamp(max=full // b).sum().item()))
+        per_block = (numeric_rank(blocks(W0, b)) * rb).clamp(max=min(m, n) // b)  # (b, b)
+        rows = reduce(per_block, "i j -> i", "sum").clamp(max=m // b).sum()
+        cols = reduce(per_block, "i j -> j", "sum").clamp(max=n // b).sum()
+        return int(min(full, rows, cols))
     # exercise 1.3: the bound for lora, dora, hira, abba and gralora, using numeric_rank(W0) where W0 matters
     if cfg.method == "lora":
         bound = r
@@ -237,8 +274,8 @@ class _BlockHadamardLinear(torch.autograd.Function):
     def forward(ctx, x, W0, bias, B, A, s):
         ctx.s = s
         ctx.save_for_backward(x, W0, bias, B, A)
-        W = effective_weight(W0, B, A, s).to(x.dtype)  # (m, n), transient
-        return F.linear(x, W, None if bias is None else bias.to(x.dtype))
+        W = effective_weight(W0, B, A, s).to(W0.dtype)  # (m, n), transient; x of another dtype raises, as in nn.Linear
+        return F.linear(x, W, bias)
 
     @staticmethod
     def backward(ctx, g):  # g (..., m)
@@ -456,7 +493,7 @@ LAYERS = {cls.method: cls for cls in (LoRALinear, DoRALinear, HiRALinear, ABBALi
 # merge() swaps every adapted layer for a plain nn.Linear holding W0 + ΔW, so the model is a
 # plain model again (save_pretrained writes a checkpoint any transformers install can load).
 # The adapted layers are kept aside, outside the module tree, so unmerge() can put W0 back
-# bit-exactly; merge_and_unload() forgets them.
+# bit-exactly (moved to wherever the model went meanwhile); merge_and_unload() forgets them.
 
 _MERGED = "_merged_adapters"  # attribute holding {name: AdaptedLinear} while merged
 
@@ -554,7 +591,12 @@ def unmerge(model: nn.Module) -> nn.Module:
             "nothing to unmerge: merge() was not called, or merge_and_unload() discarded the adapters "
             "(load_adapter() on the base model to get them back)"
         )
-    _install(model, model.__dict__.pop(_MERGED))
+    layers = model.__dict__.pop(_MERGED)
+    for name, layer in layers.items():
+        W = model.get_submodule(name).weight  # a .to() / .half() / .cuda() while merged reached only this plain layer
+        if (W.device, W.dtype) != (layer.W0.device, layer.W0.dtype):
+            layer.to(W.device, W.dtype)
+    _install(model, layers)
     return model
 
 
@@ -583,20 +625,32 @@ def save_adapter(model: nn.Module, folder: str | Path):
     (folder / "adapter_config.json").write_text(json.dumps(asdict(next(iter(layers.values())).cfg), indent=2))
 
 
+def _read_config(path: Path) -> AdapterConfig:
+    """The AdapterConfig in an adapter_config.json; a default never stands in for a field the method reads."""
+    saved = json.loads(path.read_text())
+    unknown = set(saved) - {f.name for f in fields(AdapterConfig)}
+    if unknown:
+        raise ValueError(f"{path} has fields {sorted(unknown)} that AdapterConfig does not know")
+    missing = [f for f in ("method", "r", "targets", *USES.get(saved.get("method"), ())) if f not in saved]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: add them with the values the adapter was trained with "
+                         "(save_adapter writes every field)")
+    try:
+        return AdapterConfig(**saved)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def load_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
     """Load factors saved by save_adapter, injecting first if the model carries no adapters."""
     folder = Path(folder)
     if not (folder / "adapter_config.json").exists():
         raise FileNotFoundError(f"{folder} holds no adapter_config.json: point at a folder written by save_adapter()")
-    saved = json.loads((folder / "adapter_config.json").read_text())
-    unknown = set(saved) - {f.name for f in fields(AdapterConfig)}
-    if unknown:
-        raise ValueError(f"{folder}/adapter_config.json has fields {sorted(unknown)} that AdapterConfig does not know")
-    cfg = AdapterConfig(**saved)
+    cfg = _read_config(folder / "adapter_config.json")
     existing = dict(adapted_layers(model))
     if existing:
         have = next(iter(existing.values())).cfg
-        if have != cfg:
+        if have.used() != cfg.used():
             raise ValueError(f"the adapter in {folder} was saved as {cfg}, but this model carries {have}")
     layers = existing or _build(model, cfg)
     want, got = _factors(layers), load_file(folder / "adapter.safetensors")
