@@ -11,6 +11,10 @@ y = x (W0 + ΔW)ᵀ:
     GraLoRA  ΔW_ij = s · B_ij A_ij      on a k×k grid      B_ij (m/k, r/k), A_ij (r/k, n/k)
     BHRA     ΔW_ij = s · W0_ij ⊙ (B_ij A_ij) on a b×b grid  B_ij (m/b, r_b), A_ij (r_b, n/b), r_b = r/b
 
+and one ablation of BHRA (ABLATIONS), which gives every block of W0 the same mean magnitude:
+
+    bhra_blocknorm  ΔW_ij = s · g_ij W0_ij ⊙ (B_ij A_ij),  g_ij = mean|W0| / mean|W0_ij|   BHRA's factors
+
 Notation: `r` is always the LoRA-equivalent rank, so at the same r every method trains r (m + n)
 parameters per layer (DoRA adds its m magnitudes); `b` is BHRA's blocks per side and `k` GraLoRA's.
 The Hadamard product lifts the rank bound: rank(P ⊙ Q) ≤ rank(P) rank(Q). HiRA reaches
@@ -41,7 +45,8 @@ W0_COUPLED = ("hira", "bhra")  # methods whose update is W0 ⊙ (something)
 GRID = {"bhra": "b", "bhra_blocknorm": "b", "gralora": "k"}  # the field that sets each grid method's blocks per side
 USES = {  # the fields each method reads besides method, r and targets; it ignores the others
     "lora": ("alpha", "rslora", "dropout"), "dora": ("alpha", "rslora", "dropout"), "hira": (),
-    "abba": ("alpha", "dropout"), "gralora": ("k", "alpha", "rslora", "dropout"), "bhra": ("b",), "bhra_blocknorm": ("b",),
+    "abba": ("alpha", "dropout"), "gralora": ("k", "alpha", "rslora", "dropout"),
+    "bhra": ("b",), "bhra_blocknorm": ("b",),
 }
 
 
@@ -102,10 +107,12 @@ class AdapterConfig:
         for name, (kind, what, example) in expected.items():
             v = getattr(self, name)
             if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):  # True is an int in Python
-                raise ValueError(f"{name} must be {what}, got {name}={v!r} ({type(v).__name__}): write e.g. {name}={example!r}")
+                raise ValueError(f"{name} must be {what}, got {name}={v!r} ({type(v).__name__}): "
+                                 f"write e.g. {name}={example!r}")
         if not isinstance(self.targets, (tuple, list)):
             fix = f"({self.targets!r},)" if isinstance(self.targets, str) else "('q_proj', 'v_proj')"
-            raise ValueError(f"targets must be a tuple or list of names, got {self.targets!r}: write e.g. targets={fix}")
+            raise ValueError(f"targets must be a tuple or list of names, got {self.targets!r}: "
+                             f"write e.g. targets={fix}")
         bad = [t for t in self.targets if not isinstance(t, str)]
         if bad:
             raise ValueError(f"targets must be names of nn.Linear modules, got {bad[0]!r} ({type(bad[0]).__name__}): "
@@ -118,7 +125,8 @@ class AdapterConfig:
 
     def used(self) -> dict:
         """The fields this method reads, targets as a set: two configs that agree here build the same adapter."""
-        return {f: set(self.targets) if f == "targets" else getattr(self, f) for f in ("method", "r", "targets", *USES[self.method])}
+        used = ("method", "r", "targets", *USES[self.method])
+        return {f: set(self.targets) if f == "targets" else getattr(self, f) for f in used}
 
 
 def scaling(cfg: AdapterConfig) -> float:
@@ -190,6 +198,25 @@ def bhra_delta(W0, B, A, s):
     # exercise 1.6: HiRA's update with the single product B A replaced by the per-block products
     return s * W0 * block_product(B, A)
     # end exercise
+
+
+# The referee's ablation: does BHRA gain from its grid of blocks, or from scaling each block by |W0_ij|?
+# It keeps the grid and W0's pattern inside each block, but gives every block the same magnitude:
+#     ΔW_ij = s · g_ij W0_ij ⊙ (B_ij A_ij),   g_ij = mean|W0| / mean|W0_ij|   (the gains are not trained)
+# Since g_ij is a scalar per block, it is BHRA with block (i, j) of B scaled by g_ij.
+
+
+def block_gains(W0: torch.Tensor, b: int) -> torch.Tensor:
+    """(b, b) gains g_ij = mean|W0| / mean|W0_ij|: every block of g ⊙ W0 has mean |entry| mean|W0|."""
+    W = W0.detach().abs().to(torch.promote_types(W0.dtype, torch.float32))  # means of half values lose digits
+    per_block = reduce(blocks(W, b), "i j p q -> i j", "mean")  # (b, b)
+    return W.mean() / per_block.clamp_min(torch.finfo(W.dtype).tiny)
+
+
+def bhra_blocknorm_delta(W0, B, A, s):
+    """ΔW_ij = s · g_ij W0_ij ⊙ (B_ij A_ij).  B (b, b, m/b, r_b), A (b, b, r_b, n/b)."""
+    g = rearrange(block_gains(W0, B.shape[0]).to(W0.dtype), "i j -> i j 1 1")
+    return bhra_delta(W0, g * B, A, s)
 
 
 def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
@@ -370,7 +397,7 @@ class AdaptedLinear(nn.Module):
             return (self.W0.float() + self.delta_weight().float()).to(self.W0.dtype)
 
     def extra_repr(self) -> str:
-        grid = {"bhra": f", b={self.cfg.b}", "gralora": f", k={self.cfg.k}"}.get(self.method, "")
+        grid = f", {GRID[self.method]}={self.cfg.grid}" if self.method in GRID else ""
         return f"method={self.method}, r={self.cfg.r}{grid}, s={self.s:g}"
 
 
@@ -445,6 +472,24 @@ class BHRALinear(AdaptedLinear):
         return fn(x, self.W0, self.base.bias, self.B, self.A, self.s)
 
 
+class BHRABlockNormLinear(BHRALinear):
+    """The ablation: BHRA with every block of W0 brought to the same mean magnitude (gains fixed at injection)."""
+
+    method = "bhra_blocknorm"
+
+    def __init__(self, base, cfg):
+        super().__init__(base, cfg)
+        gains = rearrange(block_gains(self.W0, cfg.b).to(self.W0.dtype), "i j -> i j 1 1")  # (b, b, 1, 1)
+        self.register_buffer("gains", gains, persistent=False)  # recomputed from W0 on load, never saved
+
+    def delta_weight(self):
+        return bhra_blocknorm_delta(self.W0, self.B, self.A, self.s)
+
+    def forward(self, x):
+        fn = block_hadamard_linear if self.lean else block_hadamard_linear_reference
+        return fn(x, self.W0, self.base.bias, self.gains * self.B, self.A, self.s)
+
+
 class ABBALinear(AdaptedLinear):
     method = "abba"
 
@@ -484,7 +529,8 @@ class GraLoRALinear(AdaptedLinear):
         return self.base(x) + gralora_linear(self.drop(x), self.B, self.A, self.s)
 
 
-LAYERS = {cls.method: cls for cls in (LoRALinear, DoRALinear, HiRALinear, ABBALinear, GraLoRALinear, BHRALinear)}
+LAYERS = {cls.method: cls for cls in (LoRALinear, DoRALinear, HiRALinear, ABBALinear, GraLoRALinear, BHRALinear,
+                                      BHRABlockNormLinear)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +553,7 @@ def _check_shape(name: str, m: int, n: int, cfg: AdapterConfig):
     if m % g or n % g:
         common = [d for d in range(2, min(m, n) + 1) if m % d == 0 and n % d == 0 and cfg.r % d == 0][:6]
         raise ValueError(
-            f"{name}: (out, in) = ({m}, {n}) is not divisible by {'b' if cfg.method == 'bhra' else 'k'}={g}; "
+            f"{name}: (out, in) = ({m}, {n}) is not divisible by {GRID[cfg.method]}={g}; "
             f"{cfg.method} needs a grid that divides both widths (and r): try one of {common}, "
             f"or leave this layer out of targets"
         )

@@ -16,8 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.bhra import (AdapterConfig, adapted_layers, inject, load_adapter, merge, numeric_rank, rank_bound,
-                       save_adapter, unmerge)
+from core.bhra import (ABLATIONS, LAYERS, AdapterConfig, BHRABlockNormLinear, BHRALinear, adapted_layers,
+                       bhra_blocknorm_delta, bhra_delta, block_gains, blocks, inject, load_adapter, merge,
+                       merge_and_unload, numeric_rank, rank_bound, save_adapter, unmerge)
+from core.bhra import METHODS as CORE_METHODS
 from core_helpers import (METHODS, MLP_TARGETS, assert_unchanged, make_cfg, make_mlp, model_input,
                           randomize_factors, run, snapshot)
 
@@ -191,11 +193,10 @@ def test_bhra_rank_bound_caps_each_block_row_at_its_height():
 
     Each top block could add 16, but the top block-row holds only 16 rows; each bottom block adds
     1·r_b = 2. Attainable: 16 + 2 + 2 = 20 (the old per-block sum said min(32, 16+16+2+2) = 32)."""
-    g = torch.Generator().manual_seed(0)
-    W0 = torch.randn(32, 32, generator=g, dtype=torch.float64)
+    g = dict(generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W0 = torch.randn(32, 32, **g)
     for j in range(2):
-        u, v = torch.randn(16, 1, generator=g, dtype=torch.float64), torch.randn(1, 16, generator=g, dtype=torch.float64)
-        W0[16:, 16 * j:16 * (j + 1)] = u @ v
+        W0[16:, 16 * j:16 * (j + 1)] = torch.randn(16, 1, **g) @ torch.randn(1, 16, **g)
     cfg = AdapterConfig(method="bhra", r=4, b=2, targets=("x",))
     assert rank_bound(cfg, W0) == 20
     base = nn.Linear(32, 32, dtype=torch.float64)
@@ -214,9 +215,98 @@ def test_bhra_rank_bound_caps_each_block_row_at_its_height():
 
 def test_bhra_rank_bound_caps_each_block_column_at_its_width():
     """The transpose of the case above: a random left block-column, rank-1 blocks to its right."""
-    g = torch.Generator().manual_seed(0)
-    W0 = torch.randn(32, 32, generator=g, dtype=torch.float64)
+    g = dict(generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W0 = torch.randn(32, 32, **g)
     for i in range(2):
-        W0[16 * i:16 * (i + 1), 16:] = torch.randn(16, 1, generator=g, dtype=torch.float64) @ torch.randn(
-            1, 16, generator=g, dtype=torch.float64)
+        W0[16 * i:16 * (i + 1), 16:] = torch.randn(16, 1, **g) @ torch.randn(1, 16, **g)
     assert rank_bound(AdapterConfig(method="bhra", r=4, b=2, targets=("x",)), W0) == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# The block-normalised ablation, a method of the core
+# ---------------------------------------------------------------------------------------------
+
+BLOCKNORM = dict(method="bhra_blocknorm", r=8, b=4, targets=MLP_TARGETS)
+
+
+def blocknorm_mlp(seed=1):
+    return randomize_factors(inject(make_mlp(seed), AdapterConfig(**BLOCKNORM), verbose=False))
+
+
+def test_the_ablation_is_kept_apart_from_the_six_methods():
+    assert ABLATIONS == ("bhra_blocknorm",) and "bhra_blocknorm" not in CORE_METHODS
+    assert LAYERS["bhra_blocknorm"] is BHRABlockNormLinear
+
+
+def test_the_ablation_starts_as_identity_with_bhra_budget():
+    model = inject(make_mlp(), AdapterConfig(**BLOCKNORM), verbose=False)
+    bhra = inject(make_mlp(), AdapterConfig(**{**BLOCKNORM, "method": "bhra"}), verbose=False)
+    count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+    assert count(model) == count(bhra) == sum(8 * (m + n) for m, n in [(64, 32), (16, 64)])
+    for _, layer in adapted_layers(model):
+        assert isinstance(layer, BHRABlockNormLinear) and torch.count_nonzero(layer.delta_weight()) == 0
+    torch.testing.assert_close(run(model, model_input(model)), run(make_mlp(), model_input(model)), rtol=0, atol=0)
+
+
+def test_the_ablation_saves_and_reloads_as_the_ablation(tmp_path):
+    model = blocknorm_mlp()
+    y = run(model, model_input(model))
+    save_adapter(model, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["method"] == "bhra_blocknorm"
+    fresh = load_adapter(make_mlp(), tmp_path)
+    assert all(isinstance(layer, BHRABlockNormLinear) for _, layer in adapted_layers(fresh))
+    torch.testing.assert_close(run(fresh, model_input(fresh)), y, rtol=0, atol=0)
+
+
+def test_the_ablation_merged_equals_unmerged_and_unmerge_restores_w0():
+    model = blocknorm_mlp()
+    inputs = model_input(model)
+    W0 = {name: layer.W0.clone() for name, layer in adapted_layers(model)}
+    y = run(model, inputs)
+    torch.testing.assert_close(run(merge(model), inputs), y, rtol=1e-5, atol=1e-6)
+    unmerge(model)
+    assert all(torch.equal(layer.W0, W0[name]) for name, layer in adapted_layers(model))
+    torch.testing.assert_close(run(merge_and_unload(model), inputs), y, rtol=1e-5, atol=1e-6)
+
+
+def test_the_gains_give_every_block_the_mean_magnitude_of_w0():
+    W0 = torch.randn(48, 32, dtype=torch.float64) * torch.rand(48, 1, dtype=torch.float64) * 10
+    g = block_gains(W0, 4)  # (4, 4)
+    per_block = (blocks(W0, 4).abs().mean(dim=(-1, -2)) * g).float()
+    torch.testing.assert_close(per_block, torch.full((4, 4), W0.abs().mean().item()), rtol=1e-6, atol=0)
+
+
+def _layer(cls, W0, **cfg):
+    base = nn.Linear(W0.shape[1], W0.shape[0], dtype=W0.dtype)
+    with torch.no_grad():
+        base.weight.copy_(W0)
+    layer = cls(base, AdapterConfig(targets=("x",), **cfg))
+    with torch.no_grad():
+        layer.B.normal_()
+    return layer
+
+
+def test_the_ablation_equals_bhra_when_every_block_has_the_same_mean_magnitude():
+    W0 = torch.randn(32, 32, dtype=torch.float64)
+    Wb = blocks(W0, 2)  # a view: normalise each block to mean |entry| 1 in place
+    Wb /= Wb.abs().mean(dim=(-1, -2), keepdim=True)
+    torch.manual_seed(0)
+    ablation = _layer(BHRABlockNormLinear, W0, method="bhra_blocknorm", r=4, b=2)
+    torch.manual_seed(0)
+    bhra = _layer(BHRALinear, W0, method="bhra", r=4, b=2)
+    x = torch.randn(5, 32, dtype=torch.float64)
+    torch.testing.assert_close(ablation(x), bhra(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ablation.delta_weight(), bhra.delta_weight(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_ablation_scales_block_ij_of_bhra_by_its_gain():
+    W0 = torch.randn(32, 16, dtype=torch.float64) * torch.linspace(0.1, 3, 32, dtype=torch.float64)[:, None]
+    B, A = torch.randn(2, 2, 16, 2, dtype=torch.float64), torch.randn(2, 2, 2, 8, dtype=torch.float64)
+    g = block_gains(W0, 2).double()
+    expected = blocks(bhra_delta(W0, B, A, 1.0), 2) * g[:, :, None, None]
+    torch.testing.assert_close(blocks(bhra_blocknorm_delta(W0, B, A, 1.0), 2), expected, rtol=1e-6, atol=1e-9)
+    layer = _layer(BHRABlockNormLinear, W0, method="bhra_blocknorm", r=4, b=2)
+    x = torch.randn(3, 16, dtype=torch.float64)
+    y = x @ (layer.W0 + layer.delta_weight()).T + layer.base.bias
+    torch.testing.assert_close(layer(x), y, rtol=1e-10, atol=1e-10)
+    assert rank_bound(layer.cfg, W0) == rank_bound(AdapterConfig(method="bhra", r=4, b=2, targets=("x",)), W0)
