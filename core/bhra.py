@@ -236,7 +236,7 @@ def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
 
 
 def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
-    """An upper bound on the rank of ΔW for this method on this W0 (m, n); generic factors reach it."""
+    """An upper bound on the rank of ΔW for this method on this W0 (m, n); random factors reach it in the tests."""
     m, n = W0.shape
     full, r = min(m, n), cfg.r
     if cfg.method in ("bhra", "bhra_blocknorm"):
