@@ -1,4 +1,5 @@
-"""Tests for core/continual.py: the retention/plasticity metric, the block-normalised ablation, the protocol.
+"""Tests for lab/continual.py: the retention/plasticity metric and the protocol (the ablation's layer is
+core.bhra's and is tested with the core).
 
 Lesson 6 (continual learning). The metric tests use small tables whose answers were worked out by
 hand (the arithmetic is in the comments), so a change in the definition shows up as a failure.
@@ -9,10 +10,7 @@ import math
 import pytest
 import torch
 
-from core.bhra import AdapterConfig, adapted_layers, block_product, blocks, merge_and_unload
-from core.continual import (ABLATION, BlockNormBHRALinear, block_gains, coupling_matrix, inject_blocknorm,
-                            summarize)
-from core_helpers import make_mlp
+from lab.continual import ABLATION, summarize
 
 
 def rows(method, table):
@@ -108,102 +106,6 @@ def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
 
 
 # ---------------------------------------------------------------------------------------------
-# The block-normalised ablation
-# ---------------------------------------------------------------------------------------------
-
-CFG = dict(method="bhra", r=8, b=4, targets=("fc1", "fc2"))
-
-
-def _uneven_mlp():
-    """An MLP whose weight blocks have very different magnitudes (so the ablation differs from BHRA)."""
-    model = make_mlp()
-    with torch.no_grad():
-        for lin in (model.fc1, model.fc2):
-            m, n = lin.weight.shape
-            scale = torch.logspace(-1, 1, 16).reshape(4, 4)  # one factor per block, 0.1 … 10
-            lin.weight.mul_(scale.repeat_interleave(m // 4, 0).repeat_interleave(n // 4, 1))
-    return model
-
-
-def test_coupling_blocks_have_unit_magnitude():
-    W0 = _uneven_mlp().fc1.weight
-    U = coupling_matrix(W0, 4)
-    per_block = blocks(U.abs(), 4).mean(dim=(-1, -2))  # (4, 4)
-    torch.testing.assert_close(per_block, torch.ones(4, 4))
-    # inside a block, U is W0 up to one positive factor: same signs, same pattern
-    Ub, Wb = blocks(U, 4), blocks(W0, 4)
-    ratio = Ub[1, 2] / Wb[1, 2]
-    torch.testing.assert_close(ratio, ratio.mean().expand_as(ratio))
-    # the layer's gains give every block of g ⊙ W0 the global mean magnitude
-    g = block_gains(W0, 4)
-    scaled = blocks(W0.abs(), 4) * g[..., None, None]
-    torch.testing.assert_close(scaled.mean(dim=(-1, -2)), W0.abs().mean().expand(4, 4))
-
-
-def test_ablation_starts_as_identity_and_replaces_every_bhra_layer():
-    model = _uneven_mlp()
-    x = torch.randn(5, 32)
-    before = model(x)
-    inject_blocknorm(model, AdapterConfig(**CFG), verbose=False)
-    layers = adapted_layers(model)
-    assert len(layers) == 2 and all(isinstance(l, BlockNormBHRALinear) for _, l in layers)
-    assert all(l.method == ABLATION for _, l in layers)
-    torch.testing.assert_close(model(x), before)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"{t}.{f}" for t in ("fc1", "fc2") for f in ("A", "B")}
-
-
-def test_ablation_update_is_unit_blocks_times_global_scale():
-    model = _uneven_mlp()
-    inject_blocknorm(model, AdapterConfig(**CFG), verbose=False)
-    layer = model.fc1
-    with torch.no_grad():
-        layer.B.normal_()
-    W0 = layer.W0
-    expected = W0.abs().mean() * coupling_matrix(W0, 4) * block_product(layer.B, layer.A)  # μ · U ⊙ C
-    torch.testing.assert_close(layer.delta_weight(), expected, rtol=1e-5, atol=1e-6)
-    # it is not BHRA's update on this W0: the blocks of BHRA's ΔW follow W0's block magnitudes
-    bhra = W0 * block_product(layer.B, layer.A)
-    assert not torch.allclose(layer.delta_weight(), bhra, rtol=1e-2)
-    # block energies of the ablation's update are far more even than BHRA's
-    from core.bhra import block_energy, gini
-    assert gini(block_energy(layer.delta_weight().detach(), 4)) < gini(block_energy(bhra.detach(), 4))
-
-
-def test_ablation_forward_backward_and_merge_agree():
-    model = _uneven_mlp()
-    inject_blocknorm(model, AdapterConfig(**CFG), verbose=False)
-    with torch.no_grad():
-        for _, l in adapted_layers(model):
-            l.B.normal_(std=0.1)
-    x = torch.randn(7, 32)
-    # the lean one-GEMM forward and plain autograd give the same output and factor gradients
-    outs, grads = [], []
-    for lean in (True, False):
-        for _, l in adapted_layers(model):
-            l.lean = lean
-            l.A.grad = l.B.grad = None
-        y = model(x)
-        y.pow(2).sum().backward()
-        outs.append(y.detach())
-        grads.append([p.grad.clone() for _, l in adapted_layers(model) for p in (l.A, l.B)])
-    torch.testing.assert_close(outs[0], outs[1])
-    for g1, g2 in zip(*grads):
-        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
-    # merged (plain nn.Linear with W0 + ΔW) equals unmerged
-    with torch.no_grad():
-        y = model(x)
-        merge_and_unload(model)
-        torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
-    assert not adapted_layers(model)
-
-
-def test_ablation_refuses_other_methods():
-    with pytest.raises(ValueError, match="BHRA variant"):
-        inject_blocknorm(make_mlp(), AdapterConfig(method="hira", r=8, targets=("fc1",)), verbose=False)
-
-
-# ---------------------------------------------------------------------------------------------
 # The protocol, end to end on a few steps (the lab's offline base model; everything else in tmp)
 # ---------------------------------------------------------------------------------------------
 
@@ -212,14 +114,15 @@ def test_protocol_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     import json
     from pathlib import Path
 
-    from core import lab
-    from core import continual
+    import lab
+    from lab import config, continual
 
     base = str(lab.base_model_path())  # built once and shared; runs and data go to tmp_path
-    monkeypatch.setattr(lab, "CACHE", tmp_path)
-    spec = continual.ContinualSpec(model=base, methods=("lora", "bhra", ABLATION), seeds=(0,), lr_multipliers=(0.5, 2.0),
-                                   stage1_steps=2, stage2_steps=2, batch_size=4, micro_batch_size=4, warmup_steps=0,
-                                   n_train_a=8, n_train_b=8, eval_limit_a=1, eval_limit_b=4, max_new_tokens_b=8)
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    spec = continual.continual_preset(
+        "offline", run=dict(model=base, max_steps=2, batch_size=4, micro_batch_size=4, warmup_steps=0, n_train=8),
+        methods=("lora", "bhra", ABLATION), seeds=(0,), lr_multipliers=(0.5, 2.0),
+        stage2_steps=2, n_train_b=8, eval_limit_a=1, eval_limit_b=4, max_new_tokens_b=8)
     records = continual.run_grid(spec, progress=None)
     assert len(records) == 3 * 2
     for r in records:
@@ -234,9 +137,12 @@ def test_protocol_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     s1 = {m: continual.run_stage1(spec, m, 0) for m in spec.methods}
     assert len({v["model"] for v in s1.values()}) == 3
     cfgs = [json.loads((Path(r["run_dir"]) / "run.json").read_text())["config"] for r in records]
-    assert {c["variant"] for c in cfgs if c["method"] == "bhra"} == {"", "blocknorm"}
+    assert {c["method"] for c in cfgs} == {"lora", "bhra", ABLATION}
+    for r in records:  # the ablation's adapter is saved as itself, so it reloads as the ablation
+        saved = json.loads((Path(r["run_dir"]) / "adapter" / "adapter_config.json").read_text())
+        assert saved["method"] == r["method"]
     assert all(c["model"] == s1[r["method"]]["model"] for c, r in zip(cfgs, records))
-    assert all(c["max_steps"] == 2 and c["train_file"] == spec.task_b_file for c in cfgs)
+    assert all(c["max_steps"] == spec.stage2_steps and c["train_file"] == spec.task_b_file for c in cfgs)
     # the stage-1 model is a plain transformers model: no adapter factors in its checkpoint
     from safetensors.torch import load_file
     keys = load_file(Path(s1["bhra"]["model"]) / "model.safetensors").keys()

@@ -1,4 +1,4 @@
-"""Tests for the lab harness (core/lab.py): data, prompts, extraction, errors, training, resume.
+"""Tests for the lab harness (lab/): data, prompts, extraction, errors, training, resume.
 
 The training tests use a one-layer Llama and a tokenizer built in a temporary folder, so they run
 in seconds and never touch the offline base model in .cache/.
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import lab
+import lab
+from lab import config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,9 +44,9 @@ def tiny(tmp_path_factory):
     LlamaForCausalLM(cfg).save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     data = root / "LLM-Adapters"
-    lab._write_json(data / "ft-training_set" / "commonsense_170k.json", records)
+    config.write_json(data / "ft-training_set" / "commonsense_170k.json", records)
     for task in lab.COMMONSENSE_TASKS:
-        lab._write_json(data / "dataset" / task / "test.json", [r for r in records if _task_of(r) == task][:3])
+        config.write_json(data / "dataset" / task / "test.json", [r for r in records if _task_of(r) == task][:3])
     return root
 
 
@@ -69,7 +70,7 @@ def test_generators_are_deterministic_in_the_seed():
 
 
 def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path, monkeypatch):
-    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    monkeypatch.setattr(config, "CACHE", tmp_path)
     folder = lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0)
     assert lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0) == folder
     train, tests = lab.load_commonsense(folder, train_file="ft-training_set/commonsense_synthetic.json")
@@ -212,12 +213,13 @@ def test_unknown_method_and_bad_batch():
 
 def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, one_thread):
     """The paper profile with only model, data folder, step count and CPU-friendly batch changed."""
-    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    monkeypatch.setattr(config, "CACHE", tmp_path)
     paper = lab.PROFILES["paper"]
     assert (paper["r"], paper["b"], paper["cutoff_len"], paper["targets"]) == (32, 8, 256, lab.TARGETS_ALL)
     cfg = lab.RunConfig(**{**paper, "method": "bhra", "model": str(tiny / "model"),
                            "data_dir": str(tiny / "LLM-Adapters"), "max_steps": 2, "micro_batch_size": 2,
-                           "batch_size": 4, "warmup_steps": 0, "bf16": False, "save_steps": 1})
+                           "batch_size": 4, "warmup_steps": 0, "bf16": False, "save_steps": 1,
+                           "num_beams": 1, "max_new_tokens": 4})
     rec = lab.train(cfg, verbose=False)
     assert rec["steps"] == 2 and rec["config"]["r"] == 32 and rec["config"]["b"] == 8
     out = lab.run_dir(cfg)
@@ -225,7 +227,7 @@ def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, 
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["b"] == 8
     assert lab.train(cfg) == rec                                    # a finished run is reused
     _, tests = lab.load_commonsense(cfg.data_dir, train_file=cfg.train_file, split="test")
-    acc = lab.evaluate_run(cfg, tests, limit=2, max_new_tokens=4)    # merged, with the merged==unmerged check
+    acc = lab.evaluate_run(cfg, tests, limit=2)                      # merged, with the merged==unmerged check
     assert set(acc) == set(lab.COMMONSENSE_TASKS) | {"average"}
     assert all(0.0 <= v <= 1.0 for v in acc.values())
 
@@ -235,7 +237,7 @@ def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatc
 
     from core.bhra import adapted_layers
 
-    monkeypatch.setattr(lab, "CACHE", tmp_path)
+    monkeypatch.setattr(config, "CACHE", tmp_path)
     cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
                         train_file="ft-training_set/commonsense_170k.json", r=8, max_steps=3, batch_size=4,
                         micro_batch_size=4, lr=5e-2)
@@ -255,7 +257,7 @@ def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatc
 
 def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, tmp_path):
     env = {**os.environ, "BHRA_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "core.lab", "train", "--method", "lora", "--model", str(tiny / "model"),
+    cmd = [sys.executable, "-m", "lab", "train", "--method", "lora", "--model", str(tiny / "model"),
            "--data-dir", str(tiny / "LLM-Adapters"), "--train-file", "ft-training_set/commonsense_170k.json",
            "--r", "8", "--max-steps", "300", "--save-steps", "5", "--batch-size", "4", "--micro-batch-size", "4"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -271,6 +273,8 @@ def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, 
     (run,) = list(runs.iterdir())
     assert not (run / "run.json").exists(), "the run finished before it could be killed"
     assert not (run / "adapter").exists()
+    for ckpt in (run / "trainer").glob("checkpoint-*"):  # the factors and the optimiser state, not the model
+        assert (ckpt / "trainable.safetensors").exists() and not list(ckpt.glob("model*.safetensors"))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rec = json.loads((run / "run.json").read_text())
@@ -285,3 +289,112 @@ def test_run_folder_follows_the_learning_rate_table(monkeypatch):
     monkeypatch.setitem(lab.LEARNING_RATES, "bhra", {**lab.LEARNING_RATES["bhra"], "offline": 1.234})
     assert lab.run_dir(cfg) != before          # a new rate is a new run, never a reused old one
     assert lab.run_dir(lab.RunConfig(method="bhra", lr=1.234)).parent == before.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# run identity, the path rule, the CLI = the notebook
+# ---------------------------------------------------------------------------------------------
+
+def _python(code: str, cwd: Path, env: dict | None = None) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _notebook_cell(path: Path, needle: str) -> str:
+    import nbformat
+    (cell,) = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and needle in c.source]
+    return cell
+
+
+@pytest.mark.parametrize("profile", ["offline", "paper"])
+def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
+    """Notebook 04's own parameters cell, run in notebooks/, against `python -m lab show` at the root."""
+    env = {"BHRA_PROFILE": profile, "BHRA_CACHE": str(tmp_path)}
+    cell = _notebook_cell(REPO / "notebooks" / "04_finetune_llama.ipynb", "cfgs = lab.configs(")
+    from_notebook = _python(cell + "\nprint(lab.run_dir(cfgs['bhra']))", REPO / "notebooks", env)
+    shown = subprocess.run([sys.executable, "-m", "lab", "show", "--profile", profile, "--method", "bhra"], cwd=REPO,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["run_dir"] == from_notebook
+    assert from_notebook.startswith(str(tmp_path / "runs" / profile / "bhra-"))
+
+
+def test_relative_paths_resolve_the_same_from_notebooks_and_the_root(tmp_path):
+    code = ("import lab; from lab import config, finetune; "
+            "print([str(lab.resolve('data/x')), str(config.CACHE), str(lab.data_dir(lab.preset('paper'))), "
+            "finetune.model_path('tests')])")
+    env = {"BHRA_CACHE": "cache-relative"}
+    seen = {where: _python(code, where, env) for where in (REPO, REPO / "notebooks", tmp_path)}
+    assert len(set(seen.values())) == 1, seen
+    assert f"'{REPO / 'data' / 'x'}'" in seen[REPO] and f"'{REPO / 'cache-relative'}'" in seen[REPO]
+    assert f"'{REPO / 'tests'}'" in seen[REPO]                     # a folder under the root is a folder ...
+    assert lab.finetune.model_path("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"  # ... a hub id is not
+
+
+def test_fresh_starts_from_step_zero(tiny, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
+                        train_file="ft-training_set/commonsense_170k.json", max_steps=3, batch_size=4,
+                        micro_batch_size=4, save_steps=1, logging_steps=1)
+    first = lab.train(cfg, verbose=False)
+    again = lab.train(cfg, reuse=False, verbose=False)
+    assert again["resumed_from"] is None and again["steps"] == 3
+    assert [s for s, _ in again["losses"]] == [1, 2, 3]
+    assert again["losses"] == first["losses"]                        # the same run, from scratch
+
+
+def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path, monkeypatch):
+    import shutil
+    from dataclasses import dataclass
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny / "model", other)
+    cfg = lab.RunConfig(method="bhra", model=str(tiny / "model"))
+    moved = lab.run_dir(lab.RunConfig(method="bhra", model=str(other)))
+    assert moved != lab.run_dir(cfg)                                 # another folder
+    conf = json.loads((other / "config.json").read_text())
+    before = lab.run_dir(lab.RunConfig(method="bhra", model=str(other)))
+    (other / "config.json").write_text(json.dumps({**conf, "rms_norm_eps": 1e-5}))
+    assert lab.run_dir(lab.RunConfig(method="bhra", model=str(other))) != before   # same folder, new config
+
+    offline = lab.run_dir(lab.RunConfig(method="bhra"))
+
+    @dataclass
+    class NewRecipe(lab.BaseSpec):
+        version: int = lab.BaseSpec().version + 1
+
+    monkeypatch.setattr(lab.finetune, "BaseSpec", NewRecipe)
+    assert lab.run_dir(lab.RunConfig(method="bhra")) != offline      # a new offline recipe is a new base
+
+
+def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeypatch, one_thread):
+    from core.bhra import LAYERS, adapted_layers
+
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    kw = dict(model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"), train_file="ft-training_set/commonsense_170k.json",
+              max_steps=2, batch_size=4, micro_batch_size=4)
+    ablation, bhra = (lab.RunConfig(method=m, **kw) for m in ("bhra_blocknorm", "bhra"))
+    assert lab.run_dir(ablation) != lab.run_dir(bhra)
+    lab.train(ablation, verbose=False)
+    saved = json.loads((lab.run_dir(ablation) / "adapter" / "adapter_config.json").read_text())
+    assert saved["method"] == "bhra_blocknorm"
+    model, _ = lab.load_trained(ablation)
+    kinds = {type(layer) for _, layer in adapted_layers(model)}
+    assert kinds == {LAYERS["bhra_blocknorm"]}
+
+
+def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    cfg = lab.RunConfig(method="bhra", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
+                        train_file="ft-training_set/commonsense_170k.json", max_steps=2, batch_size=4,
+                        micro_batch_size=4, save_steps=1)
+    rec = lab.train(cfg, verbose=False)
+    out = lab.run_dir(cfg)
+    factors = rec["trainable"] * 4                                   # float32 bytes
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert {f.relative_to(out).parts[0] for f in files} == {"adapter", "run.json"}
+    assert max(f.stat().st_size for f in files) <= factors + 64 * 1024, {str(f): f.stat().st_size for f in files}
+    model_bytes = sum(f.stat().st_size for f in (tiny / "model").glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) < model_bytes / 4

@@ -1,0 +1,72 @@
+"""Command line: the same runs as the notebooks, built the same way (a preset, then overrides).
+
+    python -m lab train    --profile paper --method bhra            # notebook 04's run, same folder
+    python -m lab evaluate --profile offline --method lora --limit 20
+    python -m lab show     --profile paper --method bhra            # the resolved config and its run folder
+    torchrun --nproc_per_node 2 -m lab train --profile paper --method bhra   # data parallel (the Trainer's)
+
+Every RunConfig field is a flag (`--max-steps 100`, `--targets q_proj,v_proj`, `--no-bf16`); only
+the flags given override the preset.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from lab.config import PROFILES, RunConfig, preset
+from lab.finetune import data_dir, evaluate_run, run_dir, train
+from lab.formats import load_commonsense
+
+
+def _parse(kind: str):
+    def parse(v: str):
+        if v.lower() == "none":
+            return None
+        return {"int": int, "float": float}.get(kind, str)(v)
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lab", description="Fine-tune and evaluate with the lab harness.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("train", "evaluate", "show"):
+        s = sub.add_parser(name)
+        s.add_argument("--profile", choices=sorted(PROFILES), default="offline", help="the preset to start from")
+        for f in dataclasses.fields(RunConfig):
+            if f.name == "profile":
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if f.name == "targets":
+                s.add_argument(flag, default=None, help="comma-separated nn.Linear names")
+            elif f.type == "bool":
+                s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            else:
+                s.add_argument(flag, type=_parse(str(f.type).split(" ")[0]), default=None)
+        s.add_argument("--fresh", action="store_true", help="delete this run's folder and train from step 0")
+        s.add_argument("--limit", type=int, default=None, help="test examples per task (evaluate)")
+    return p
+
+
+def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None]:
+    a = vars(parser().parse_args(argv))
+    cmd, fresh, limit, profile = a.pop("cmd"), a.pop("fresh"), a.pop("limit"), a.pop("profile")
+    overrides = {k: v for k, v in a.items() if v is not None}
+    if "targets" in overrides:
+        overrides["targets"] = tuple(t for t in overrides["targets"].split(",") if t)
+    return cmd, preset(profile, **overrides), fresh, limit
+
+
+def main(argv=None):
+    cmd, cfg, fresh, limit = config_from_args(argv)
+    if cmd == "show":
+        print(json.dumps({"config": dataclasses.asdict(cfg), "learning_rate": cfg.learning_rate,
+                          "run_dir": str(run_dir(cfg))}, indent=1))
+    elif cmd == "train":
+        rec = train(cfg, reuse=not fresh)
+        print(json.dumps({k: v for k, v in rec.items() if k != "losses"}, indent=1))
+    else:
+        if fresh:
+            train(cfg, reuse=False)
+        _, tests = load_commonsense(data_dir(cfg), train_file=cfg.train_file, split="test")
+        print(json.dumps(evaluate_run(cfg, tests, limit), indent=1))

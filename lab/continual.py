@@ -1,0 +1,391 @@
+"""Continual learning on top of the lab harness: retention, plasticity, and the referee's ablation.
+
+The protocol (notebook 06), the same for every method:
+
+    base model ──stage 1: adapter on task A──▶ merge_and_unload ──stage 2: a FRESH adapter of the
+    same method on task B, at several learning rates──▶ merge_and_unload
+
+    acc_A_stage1   accuracy on A after stage 1   (what there is to keep)
+    acc_A_stage2   accuracy on A after stage 2   = retention
+    acc_B_stage2   accuracy on B after stage 2   = plasticity
+
+Task A is commonsense-style (the eight LLM-Adapters formats), task B arithmetic (GSM8K-style).
+Data, step counts, batch sizes and schedules are identical across methods; only the method and
+its learning rate change. A larger stage-2 learning rate buys plasticity and costs retention, so
+comparing methods at one learning rate each compares different points of a trade-off. Instead
+each method's stage-2 learning rate is swept, the (plasticity, retention) points form the
+method's *frontier*, and retention is read off every frontier at one common plasticity level.
+
+The referee's ablation, `bhra_blocknorm` (core.bhra), keeps BHRA's grid but gives every W0 block
+the same magnitude: if it retains as well as BHRA, the gain does not come from scaling each block
+by its |W0|.
+
+Sections
+  1. the metric: one function from per-seed accuracy tables to frontiers and matched retention
+  2. the protocol: a ContinualSpec (a RunConfig preset for both stages, plus task B and the sweep),
+     stage 1, merge, stage 2 sweep, evaluation, cached per (method, seed, lr)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.bhra import adapted_layers, merge_and_unload
+from lab import config
+from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, preset, resolve, stable_hash, write_json
+from lab.finetune import data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, train
+from lab.formats import load_commonsense, load_json_records
+from lab.offline import offline_data
+
+ADDITIVE = ("lora", "gralora", "abba")  # the W0-free additive controls of the paper
+COUPLED = ("hira", "bhra")  # the W0-coupled methods
+ABLATION = ABLATIONS[0]  # "bhra_blocknorm": BHRA with every W0 block normalised to the same magnitude
+
+# ---------------------------------------------------------------------------------------------
+# 1. The metric: frontiers and retention at matched plasticity
+# ---------------------------------------------------------------------------------------------
+# Input: one row per (method, seed, stage-2 learning rate) with the three accuracies.
+#
+#   frontier   per (method, lr): mean ± std over seeds of plasticity P = acc_B_stage2,
+#              retention R = acc_A_stage2, stage-1 accuracy, and forgetting = acc_A_stage1 − R.
+#   level      the common plasticity level P*: by default the highest plasticity that every
+#              method's mean frontier reaches, min_m max_lr P̄(m, lr), over every method but full
+#              fine-tuning (a reference whose frontier may lie far from the adapters').
+#   matched    per method, retention at P*: the mean frontier, sorted by P̄, is a piecewise-linear
+#              curve; P* falls between two of its points with weight w. Every seed's retention is
+#              interpolated with the same two points and the same w, so the seeds stay paired and
+#              the mean of the per-seed values is exactly the interpolated mean frontier. Outside a
+#              method's plasticity range the value is NaN (no extrapolation).
+#   additive   per seed, the mean of the additive controls' matched retention (LoRA, GraLoRA,
+#              ABBA), then mean ± std over seeds; `gap` is each method minus that, seed by seed.
+
+COLUMNS = ("method", "seed", "lr", "acc_A_stage1", "acc_A_stage2", "acc_B_stage2")
+
+
+@dataclass
+class ContinualSummary:
+    frontier: "pd.DataFrame"  # one row per (method, lr): means and stds over seeds
+    matched: "pd.DataFrame"  # one row per method: retention at the common plasticity level
+    per_seed: "pd.DataFrame"  # (method, seed) -> matched retention of that seed
+    level: float  # the common plasticity level P*
+    additive: tuple[float, float]  # mean ± std over seeds of the additive controls' matched retention
+    additive_methods: tuple[str, ...] = field(default=ADDITIVE)
+
+    def gap(self, method: str) -> tuple[float, float]:
+        """Matched retention of `method` minus the additive-control mean: (mean, std) over seeds."""
+        row = self.matched.set_index("method").loc[method]
+        return float(row["gap_mean"]), float(row["gap_std"])
+
+
+def _std(x: np.ndarray) -> float:
+    """Sample standard deviation (ddof=1), 0 for a single value, ignoring NaN."""
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def _bracket(p: np.ndarray, level: float) -> tuple[int, int, float] | None:
+    """Indices (lo, hi) into p (sorted ascending) and the weight w with level = (1−w)p[lo] + w p[hi]."""
+    # exercise 6.1: None outside [p[0], p[-1]] (no extrapolation); else the neighbours of level and the linear weight
+    if np.isnan(level) or len(p) == 0 or level < p[0] - 1e-12 or level > p[-1] + 1e-12:
+        return None
+    hi = int(np.searchsorted(p, level, side="left"))
+    hi = min(max(hi, 0), len(p) - 1)
+    if p[hi] == level or hi == 0:
+        return hi, hi, 0.0
+    lo = hi - 1
+    return lo, hi, float((level - p[lo]) / (p[hi] - p[lo]))
+    # end exercise
+
+
+def summarize(records, level: float | None = None, additive: tuple[str, ...] = ADDITIVE) -> ContinualSummary:
+    """Frontiers, the common plasticity level, matched retention and the additive-control mean.
+
+    `records`: a DataFrame or a list of dicts with the columns of COLUMNS (accuracies in any unit,
+    e.g. percent). Every method must have the same seeds at every one of its learning rates.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"records lack columns {missing}; expected {list(COLUMNS)}")
+    if df.empty:
+        raise ValueError("no records to summarize")
+    df = df[list(COLUMNS)].copy()
+    df["forgetting"] = df["acc_A_stage1"] - df["acc_A_stage2"]
+    if df.duplicated(["method", "seed", "lr"]).any():
+        raise ValueError("records hold the same (method, seed, lr) twice")
+    for method, g in df.groupby("method"):
+        seeds = g.groupby("lr")["seed"].apply(lambda s: tuple(sorted(s)))
+        if seeds.nunique() != 1:
+            raise ValueError(f"{method}: the learning rates were run with different seeds {dict(seeds)}")
+
+    stats = {"acc_A_stage1": "stage1", "acc_A_stage2": "retention", "acc_B_stage2": "plasticity",
+             "forgetting": "forgetting"}
+    rows = []
+    for (method, lr), g in df.groupby(["method", "lr"], sort=True):
+        row = {"method": method, "lr": lr, "n_seeds": len(g)}
+        for col, name in stats.items():
+            row[f"{name}_mean"], row[f"{name}_std"] = float(g[col].mean()), _std(g[col])
+        rows.append(row)
+    frontier = pd.DataFrame(rows)
+
+    if level is None:  # the highest plasticity every compared method reaches (full fine-tuning is a reference)
+        compared = frontier[frontier["method"] != "full"] if (frontier["method"] != "full").any() else frontier
+        level = float(compared.groupby("method")["plasticity_mean"].max().min())
+
+    matched_rows, seed_rows = [], []
+    for method, f in frontier.groupby("method", sort=False):
+        f = f.sort_values(["plasticity_mean", "lr"])
+        p = f["plasticity_mean"].to_numpy()
+        br = _bracket(p, level)
+        g = df[df["method"] == method]
+        seeds = sorted(g["seed"].unique())
+        wide = g.pivot(index="seed", columns="lr", values="acc_A_stage2").loc[seeds]  # (seed, lr)
+        stage1 = g.groupby("seed")["acc_A_stage1"].mean().loc[seeds]
+        if br is None:
+            per_seed = np.full(len(seeds), np.nan)
+            lr_lo = lr_hi = w = np.nan
+        else:
+            lo, hi, w = br
+            lr_lo, lr_hi = f["lr"].iloc[lo], f["lr"].iloc[hi]
+            per_seed = (1 - w) * wide[lr_lo].to_numpy() + w * wide[lr_hi].to_numpy()
+        for s, v, a1 in zip(seeds, per_seed, stage1):
+            seed_rows.append({"method": method, "seed": s, "retention": float(v), "stage1": float(a1)})
+        matched_rows.append({"method": method, "level": level, "n_seeds": len(seeds),
+                             "retention_mean": float(np.mean(per_seed)), "retention_std": _std(per_seed),
+                             "stage1_mean": float(stage1.mean()), "stage1_std": _std(stage1.to_numpy()),
+                             "lr_lo": lr_lo, "lr_hi": lr_hi, "w": w})
+    per_seed = pd.DataFrame(seed_rows)
+    matched = pd.DataFrame(matched_rows)
+
+    # exercise 6.2: per seed, the mean matched retention of the additive controls present; then mean ± std (_std)
+    present = [m for m in additive if m in set(df["method"])]
+    if present:
+        wide = per_seed[per_seed["method"].isin(present)].pivot(index="seed", columns="method", values="retention")
+        add_seed = wide[present].mean(axis=1, skipna=False)  # per seed: mean over the controls
+        additive_stat = (float(add_seed.mean(skipna=False)), _std(add_seed.to_numpy()))
+    else:
+        add_seed, additive_stat = None, (math.nan, math.nan)
+    # end exercise
+
+    gaps_mean, gaps_std = [], []
+    for method in matched["method"]:
+        if add_seed is None:
+            gaps_mean.append(math.nan); gaps_std.append(math.nan); continue
+        mine = per_seed[per_seed["method"] == method].set_index("seed")["retention"]
+        common = mine.index.intersection(add_seed.index)
+        d = (mine.loc[common] - add_seed.loc[common]).to_numpy()
+        gaps_mean.append(float(np.mean(d)) if len(d) else math.nan)
+        gaps_std.append(_std(d))
+    matched["gap_mean"], matched["gap_std"] = gaps_mean, gaps_std
+    return ContinualSummary(frontier=frontier, matched=matched, per_seed=per_seed, level=float(level),
+                            additive=additive_stat, additive_methods=tuple(present))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The protocol: stage 1 on A, merge, stage 2 on B at several learning rates, evaluate
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation are the lab harness's (lab.finetune.train / evaluate): the same Trainer,
+# prompts, tokenisation and answer extraction as notebooks 04-05. Stage 2 starts from the merged
+# stage-1 model saved with save_pretrained, so it loads like any base model (RunConfig.model is
+# that folder). Every finished piece is cached under .cache/continual/, keyed by its settings.
+
+GRIDS = {  # BHRA_GRID selects one; the notebooks' committed outputs come from "full", the default
+    "full": dict(seeds=(0, 1, 2), lr_multipliers=(0.1, 0.3, 1.0)),
+    "ci": dict(seeds=(0,), lr_multipliers=(0.1, 1.0)),
+}
+
+
+def grid_from_env(default: str = "full") -> tuple[str, dict]:
+    name = os.environ.get("BHRA_GRID", default).strip().lower()
+    if name not in GRIDS:
+        raise ValueError(f"BHRA_GRID={name!r}: choose one of {sorted(GRIDS)}")
+    return name, dict(GRIDS[name])
+
+
+@dataclass
+class ContinualSpec:
+    """One continual-learning experiment, identical for every method: `run` is the RunConfig of
+    stage 1 (a profile preset); stage 2 is the same run on task B with its own steps and rates."""
+    run: RunConfig = field(default_factory=RunConfig)
+    task_b_file: str = "ft-training_set/math_synthetic.json"  # stage 2's training file, inside the data folder
+    task_b_test: str = "dataset/gsm8k/test.json"  # plasticity is measured here (inside the data folder)
+    stage2_steps: int = 100
+    n_train_b: int | None = None  # use only the first n records of B's training file (None: all)
+    methods: tuple[str, ...] = ("lora", "gralora", "abba", "hira", "bhra", ABLATION, "full")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lr_multipliers: tuple[float, ...] = (0.1, 0.3, 1.0)  # stage-2 lr = the method's table lr × these
+    eval_limit_a: int | None = 25  # test examples per commonsense task (None: all)
+    eval_limit_b: int | None = 100  # arithmetic test examples (None: all)
+    max_new_tokens_b: int = 32  # arithmetic answers are longer than a choice
+
+    def __post_init__(self):
+        self.methods, self.seeds = tuple(self.methods), tuple(self.seeds)
+        self.lr_multipliers = tuple(self.lr_multipliers)
+
+    @property
+    def profile(self) -> str:
+        return self.run.profile
+
+    def key(self) -> dict:
+        """The settings a stage-1 run depends on (the stage-2 sweep is not among them), with the
+        base model's identity, so a rebuilt base never mixes with old results."""
+        d = dataclasses.asdict(self)
+        for k in ("methods", "seeds", "lr_multipliers"):
+            d.pop(k)
+        d["base"] = model_identity(self.run.model)
+        return d
+
+
+# The two profiles of the continual lab: presets of the same shape (a RunConfig preset + task B).
+CONTINUAL = {
+    "offline": dict(
+        run=dict(max_steps=100, n_train=100 * 16, warmup_steps=10, max_new_tokens=10),  # one pass over A
+        stage2_steps=100, n_train_b=100 * 16,               # one pass over B
+        eval_limit_a=15, eval_limit_b=60, max_new_tokens_b=32),  # 8 × 15 commonsense and 60 arithmetic questions
+    "paper": dict(
+        run=dict(model="meta-llama/Llama-3.2-3B",            # the paper's continual model; "...-1B" fits smaller GPUs
+                 max_steps=3000, max_new_tokens=32, eval_batch_size=32),
+        task_b_file="ft-training_set/MetaMathQA-40K.json",  # written by `python -m lab.data`
+        stage2_steps=2000, eval_limit_a=None, eval_limit_b=None, max_new_tokens_b=256),
+}
+
+
+def continual_preset(profile: str = "offline", grid: str | None = None, run: dict | None = None,
+                     **overrides) -> ContinualSpec:
+    """The profile's ContinualSpec: its RunConfig preset (plus `run` overrides), the grid's seeds
+    and rates (BHRA_GRID, default "full"), then `overrides` on top."""
+    if profile not in CONTINUAL:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {sorted(CONTINUAL)}")
+    p = dict(CONTINUAL[profile])
+    run_cfg = preset(profile, **{**p.pop("run"), **(run or {})})
+    _, g = grid_from_env() if grid is None else (grid, dict(GRIDS[grid]))
+    return ContinualSpec(run=run_cfg, **{**p, **g, **overrides})
+
+
+def base_lr(spec: ContinualSpec, method: str) -> float:
+    """The method's stage-1 learning rate: the lab's table (the ablation uses BHRA's)."""
+    return LEARNING_RATES[method][spec.profile]
+
+
+def _config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str, lr: float) -> RunConfig:
+    if stage == 1:
+        return dataclasses.replace(spec.run, method=method, seed=seed, lr=lr)
+    return dataclasses.replace(spec.run, method=method, seed=seed, lr=lr, model=model, train_file=spec.task_b_file,
+                               max_steps=spec.stage2_steps, n_train=spec.n_train_b)
+
+
+def _root(spec: ContinualSpec) -> Path:
+    return config.CACHE / "continual" / spec.profile / stable_hash(spec.key())
+
+
+def check_data(spec: ContinualSpec, seed: int = 0) -> None:
+    """Fail before stage 1 if a file of either stage is missing (the error names the fix)."""
+    folder = data_dir(dataclasses.replace(spec.run, seed=seed))
+    for f in (spec.run.train_file, spec.task_b_file, spec.task_b_test):
+        if not (folder / f).is_file():
+            raise FileNotFoundError(f"{folder / f} is missing: the continual lab needs both stages' files before it "
+                                    f"starts. Run `python -m lab.data` (needs hub access) or point data_dir at them.")
+
+
+def _tests(spec: ContinualSpec, seed: int) -> tuple[dict, dict]:
+    """({task: test set} for A, {"gsm8k": test set} for B) of this seed's data."""
+    folder = data_dir(dataclasses.replace(spec.run, seed=seed))
+    _, tests_a = load_commonsense(folder, split="test")
+    return tests_a, {"gsm8k": load_json_records(folder / spec.task_b_test, kind="math")}
+
+
+def _accuracy(spec: ContinualSpec, model, tokenizer, tests: dict, task: str) -> float:
+    """Percent correct: A = the average over the commonsense tasks, B = arithmetic."""
+    if task == "A":
+        acc = evaluate_cfg(model, tokenizer, tests, spec.run, spec.eval_limit_a)
+    else:
+        acc = evaluate_cfg(model, tokenizer, tests, dataclasses.replace(spec.run, max_new_tokens=spec.max_new_tokens_b),
+                           spec.eval_limit_b)
+    return 100.0 * acc["average"]
+
+
+def _merged(cfg: RunConfig):
+    """The trained run, merged: a plain model with W0 + ΔW (full fine-tuning: the trained model)."""
+    model, tokenizer = load_trained(cfg)
+    if adapted_layers(model):
+        merge_and_unload(model)
+    return model.eval(), tokenizer
+
+
+def run_stage1(spec: ContinualSpec, method: str, seed: int, verbose: bool = False) -> dict:
+    """Adapt the base model to task A, merge, save the merged model (base dtype), measure A. Cached."""
+    cfg = _config(spec, method, seed, 1, spec.run.model, base_lr(spec, method))
+    folder = _root(spec) / f"{method}-lr{cfg.learning_rate:.3g}" / f"seed{seed}"
+    done = folder / "stage1.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    check_data(spec, seed)
+    rec = train(cfg, verbose=verbose)
+    model, tokenizer = _merged(cfg)
+    tests_a, _ = _tests(spec, seed)
+    acc_a = _accuracy(spec, model, tokenizer, tests_a, "A")
+    save_merged(model, tokenizer, folder / "stage1_model")
+    out = {"method": method, "seed": seed, "lr_stage1": cfg.learning_rate, "acc_A_stage1": acc_a,
+           "model": str(folder / "stage1_model"), "train_seconds": rec["seconds"], "run_dir": rec["run_dir"]}
+    write_json(done, out)
+    return out
+
+
+def run_stage2(spec: ContinualSpec, method: str, seed: int, multiplier: float, verbose: bool = False) -> dict:
+    """A fresh adapter of the same method on the merged stage-1 model, trained on B; measure A and B."""
+    s1 = run_stage1(spec, method, seed, verbose)
+    lr = base_lr(spec, method) * multiplier
+    done = Path(s1["model"]).parent / f"stage2-lr{lr:.3g}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cfg = _config(spec, method, seed, 2, s1["model"], lr)
+    rec = train(cfg, verbose=verbose)
+    model, tokenizer = _merged(cfg)
+    tests_a, tests_b = _tests(spec, seed)
+    out = {"method": method, "seed": seed, "lr": lr, "lr_multiplier": multiplier,
+           "acc_A_stage1": s1["acc_A_stage1"],
+           "acc_A_stage2": _accuracy(spec, model, tokenizer, tests_a, "A"),
+           "acc_B_stage2": _accuracy(spec, model, tokenizer, tests_b, "B"),
+           "train_seconds": s1["train_seconds"] + rec["seconds"], "run_dir": rec["run_dir"]}
+    write_json(done, out)
+    return out
+
+
+def base_accuracy(spec: ContinualSpec, seed: int) -> dict:
+    """The untuned base model on A and B (the floor every method should clear). Cached."""
+    done = _root(spec) / "base" / f"seed{seed}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    model, tokenizer = load_model(spec.run.model)
+    tests_a, tests_b = _tests(spec, seed)
+    out = {"seed": seed, "acc_A": _accuracy(spec, model, tokenizer, tests_a, "A"),
+           "acc_B": _accuracy(spec, model, tokenizer, tests_b, "B")}
+    write_json(done, out)
+    return out
+
+
+def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list[dict]:
+    """Every (method, seed, stage-2 lr) of the spec: one record each, in the format summarize() takes."""
+    for seed in spec.seeds:
+        check_data(spec, seed)  # a missing stage-2 file is found before hours of stage 1
+    records = []
+    for method in spec.methods:
+        t0 = time.time()
+        for seed in spec.seeds:
+            for mult in spec.lr_multipliers:
+                records.append(run_stage2(spec, method, seed, mult, verbose))
+        if progress:
+            progress(f"{method:15s} {len(spec.seeds)} seeds × {len(spec.lr_multipliers)} stage-2 lrs  "
+                     f"{time.time() - t0:6.1f} s")
+    return records

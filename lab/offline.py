@@ -1,0 +1,342 @@
+"""The offline stand-in for the hub: a small Llama pre-trained on the spot, and synthetic tasks.
+
+No machine of this project reaches a model hub, so the `offline` profile builds what the `paper`
+profile downloads, and hands it to the same code:
+
+* a base model - a small LlamaForCausalLM (RoPE, SwiGLU, grouped-query attention, tied embeddings)
+  with a byte-level BPE tokenizer, pre-trained on sentences about a tiny world, saved with
+  `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
+* data - synthetic tasks in the LLM-Adapters JSON format and folder layout, read back with `datasets`.
+
+Both are built once and cached under `.cache/` (keyed by their recipe). The build is deterministic
+for a fixed torch thread count, which `base_model_path` pins to one while it builds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lab import config
+from lab.config import publish, stable_hash, threads, write_json
+from lab.formats import COMMONSENSE_TASKS, generate_prompt
+
+# ----------------------------------------------------------------------------------------------
+# The base model
+# ----------------------------------------------------------------------------------------------
+# A tiny world: things in categories, each category with a verb ("you can eat a fruit") and a
+# place ("in the kitchen"). Pre-training on plain sentences about this world puts the facts in W0;
+# the fine-tuning tasks of section 3 ask about the same facts in the LLM-Adapters answer formats,
+# so a fine-tune has to learn the format and how to use what W0 already knows.
+
+WORLD = {
+    # category:  (things, verb phrase, place)
+    "animal":    (("dog", "cat", "horse", "cow", "sheep", "rabbit", "goat", "duck"), "feed", "farm"),
+    "fruit":     (("apple", "banana", "grape", "lemon", "mango", "peach", "pear", "cherry"), "eat", "kitchen"),
+    "tool":      (("hammer", "saw", "drill", "wrench", "shovel", "rake", "axe", "chisel"), "fix things with", "shed"),
+    "vehicle":   (("car", "bus", "train", "truck", "bike", "boat", "plane", "van"), "ride", "garage"),
+    "furniture": (("chair", "table", "bed", "sofa", "desk", "shelf", "stool", "bench"), "sit on", "living room"),
+    "clothing":  (("shirt", "coat", "hat", "sock", "shoe", "scarf", "glove", "dress"), "wear", "closet"),
+}
+CATEGORY_OF = {thing: cat for cat, (things, _, _) in WORLD.items() for thing in things}
+NAMES = ("Sam", "Mia", "Tom", "Ana", "Leo", "Kim", "Max", "Eva", "Ben", "Zoe")
+
+
+def world_corpus(n_sentences: int, seed: int = 0) -> list[str]:
+    """Plain sentences about the world and small sums: what the offline base model pre-trains on."""
+    rng = random.Random(seed)
+    cats = list(WORLD)
+    out = []
+    for _ in range(n_sentences):
+        cat = rng.choice(cats)
+        things, verb, place = WORLD[cat]
+        x, name = rng.choice(things), rng.choice(NAMES)
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        out.append(rng.choice([
+            f"a {x} is a kind of {cat}.",
+            f"the {x} is a {cat}, not a {rng.choice([c for c in cats if c != cat])}.",
+            f"you can {verb} a {x}.",
+            f"{name} wants to {verb} something, so {name} takes the {x}.",
+            f"the {x} is kept in the {place}.",
+            f"in the {place} there is a {x} and a {rng.choice(things)}.",
+            f"is a {x} a {cat}? yes. is a {x} a {rng.choice([c for c in cats if c != cat])}? no.",
+            f"{a} plus {b} is {a + b}.",
+            f"{a + b} minus {b} is {a}.",
+            f"{name} has {a} {x}s and gets {b} more, so {name} has {a + b} {x}s.",
+        ]))
+    return out
+
+
+def word_salad(n_docs: int, seed: int = 0, words_per_doc: int = 12) -> list[str]:
+    """Shuffled words of prompts and answers: every token of the vocabulary occurs in pre-training
+    (as in a real LLM, whose embeddings have all been trained), but no task structure does."""
+    rng = random.Random(seed + 7)
+    pool = [generate_prompt(e).split() for e in make_commonsense(20, seed + 3) + make_arithmetic(100, seed + 4)]
+    return [" ".join(rng.sample(ws, min(words_per_doc, len(ws)))) for ws in (rng.choice(pool) for _ in range(n_docs))]
+
+
+@dataclass
+class BaseSpec:
+    """The offline base model. Widths are multiples of 8 so every adapter grid divides them."""
+    hidden_size: int = 64            # d_model
+    intermediate_size: int = 176     # SwiGLU width (Llama's 8/3·d rounded to a multiple of 8)
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4     # head_dim = 16
+    num_key_value_heads: int = 2     # grouped-query attention, as Llama-3.2 (32 q heads, 8 kv heads)
+    vocab_size: int = 1024           # byte-level BPE trained on the corpus below
+    max_position_embeddings: int = 512
+    rope_theta: float = 500000.0     # Llama-3's RoPE base
+    initializer_range: float = 0.1   # ~1/sqrt(d): a 64-wide model with 0.02 (the big models' value) ends
+                                     # pre-training with logits too flat for a frozen head to sharpen
+    corpus_sentences: int = 40000
+    pretrain_steps: int = 400
+    pretrain_batch: int = 32
+    pretrain_seq: int = 64
+    pretrain_lr: float = 3e-3
+    seed: int = 0
+    version: int = 4                 # bump when the recipe changes, so old caches are not reused
+
+
+SPECIAL_TOKENS = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (the Llama-3 kind), trained on `texts`, with BOS added in front."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    bos = SPECIAL_TOKENS["bos"]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=SPECIAL_TOKENS["eos"],
+                                   pad_token=SPECIAL_TOKENS["pad"], model_max_length=2048)
+
+
+def _tokenizer_texts(seed: int) -> list[str]:
+    """What the tokenizer sees: the corpus, the prompt template and every task's wording."""
+    texts = world_corpus(5000, seed)
+    ex = make_commonsense(n_per_task=40, seed=seed + 1)
+    ex += make_arithmetic(n=200, seed=seed + 2)
+    return texts + [generate_prompt(e) for e in ex]
+
+
+def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: bool = True) -> Path:
+    """Folder of the offline base model (built on first use, then reused): `.cache/base/<hash>`."""
+    spec = spec or BaseSpec()
+    final = config.CACHE / "base" / stable_hash(dataclasses.asdict(spec))
+    if (final / "config.json").exists():
+        return final
+    if not build:
+        raise FileNotFoundError(f"offline base model not built yet: {final}")
+    t0 = time.time()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    try:
+        tokenizer = build_tokenizer(_tokenizer_texts(spec.seed), spec.vocab_size)
+        with threads(1):  # the weights depend on the thread count: one, whoever builds first
+            model = _pretrain(spec, tokenizer, verbose)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "base_spec.json", dataclasses.asdict(spec))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, final)
+    if verbose:
+        print(f"built offline base model in {time.time() - t0:.0f} s -> {final}")
+    return final
+
+
+def _pretrain(spec: BaseSpec, tokenizer, verbose: bool):
+    """Next-token pre-training of a small LlamaForCausalLM on the world corpus (plain PyTorch loop)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(spec.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, max_position_embeddings=spec.max_position_embeddings,
+        rope_theta=spec.rope_theta, initializer_range=spec.initializer_range, hidden_act="silu", tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    # one long token stream, cut into windows
+    # one long stream of documents "<bos> sentence <eos>", cut into windows: the model sees EOS
+    texts = world_corpus(spec.corpus_sentences, spec.seed) + word_salad(spec.corpus_sentences // 4, spec.seed)
+    random.Random(spec.seed).shuffle(texts)
+    docs = tokenizer(texts)["input_ids"]  # BOS added
+    ids = torch.tensor([i for d in docs for i in d + [tokenizer.eos_token_id]])
+    n_win = len(ids) // spec.pretrain_seq
+    windows = ids[: n_win * spec.pretrain_seq].view(n_win, spec.pretrain_seq)       # (N, T)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.pretrain_lr, total_steps=spec.pretrain_steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(spec.seed)
+    model.train()
+    for step in range(spec.pretrain_steps):
+        batch = windows[torch.randint(0, n_win, (spec.pretrain_batch,), generator=g)]  # (B, T)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        if verbose and (step % 100 == 0 or step == spec.pretrain_steps - 1):
+            print(f"  pre-training step {step:4d}  loss {loss.item():.3f}")
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic tasks in the LLM-Adapters format
+# ----------------------------------------------------------------------------------------------
+# Synthetic tasks (offline profile). Each family copies the wording and the answer format of one
+# of the eight commonsense tasks; every question is answered by a fact of WORLD.
+
+# Multiple-choice families: how many options, and the first category of their fixed window.
+N_OPTIONS = {"piqa": 2, "social_i_qa": 3, "ARC-Easy": 4, "ARC-Challenge": 5, "openbookqa": 4, "hellaswag": 4, "winogrande": 2}
+WINDOW_START = {"piqa": 0, "social_i_qa": 1, "ARC-Easy": 2, "ARC-Challenge": 0, "openbookqa": 3, "hellaswag": 1, "winogrande": 4}
+
+
+def _window(task: str) -> list[str]:
+    """The categories a multiple-choice family draws its options from, in a fixed order."""
+    cats = list(WORLD)
+    return [cats[(WINDOW_START[task] + j) % len(cats)] for j in range(N_OPTIONS[task])]
+
+
+def _options(rng: random.Random, task: str, cat: str, fmt: str = "{}") -> tuple[list[str], int]:
+    """One random thing from each category of the task's window; returns (options, index of `cat`).
+
+    Option j is always a thing of the window's j-th category, so the answer follows from the
+    category the question points at (through a word: "fruit", "eat", "kitchen") and W0's knowledge
+    of the words - a rule a tiny model can pick up in a few hundred steps."""
+    win = _window(task)
+    return [fmt.format(rng.choice(WORLD[c][0])) for c in win], win.index(cat) + 1
+
+
+def _choices(label: str, opts: list[str]) -> str:
+    return "\n\n".join(f"{label}{i}: {o}" for i, o in enumerate(opts, 1))
+
+
+def _record(instruction: str, answer: str) -> dict:
+    return {"instruction": instruction, "input": "", "output": f"the correct answer is {answer}", "answer": answer}
+
+
+def _commonsense_example(task: str, rng: random.Random) -> dict:
+    cats = list(WORLD)
+    cat = rng.choice(_window(task) if task in N_OPTIONS else cats)
+    things, verb, place = WORLD[cat]
+    x, name = rng.choice(things), rng.choice(NAMES)
+
+    if task == "boolq":
+        asked = cat if rng.random() < 0.5 else rng.choice([c for c in cats if c != cat])
+        where = WORLD[rng.choice(cats)][2]
+        q = f"{name} saw a {x} in the {where}. is a {x} a kind of {asked}?"
+        return _record(f"Please answer the following question with true or false, question: {q}\n\nAnswer format: true/false",
+                       "true" if asked == cat else "false")
+    if task == "piqa":
+        opts, i = _options(rng, task, cat, "take the {}")
+        return _record(f"Please choose the correct solution to the question: {name} wants to {verb} something. what should {name} do?\n\n"
+                       f"{_choices('Solution', opts)}\n\nAnswer format: solution1/solution2", f"solution{i}")
+    if task == "social_i_qa":
+        opts, i = _options(rng, task, cat)
+        return _record(f"Please choose the correct answer to the question: {name} went to the {place}. what did {name} find there?\n\n"
+                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3", f"answer{i}")
+    if task == "ARC-Easy":
+        opts, i = _options(rng, task, cat)
+        return _record(f"Please choose the correct answer to the question: which of these is a {cat}?\n\n"
+                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4", f"answer{i}")
+    if task == "ARC-Challenge":  # five options, and the category is named only through its verb
+        opts, i = _options(rng, task, cat)
+        return _record(f"Please choose the correct answer to the question: which of these can you {verb}?\n\n"
+                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4/answer5", f"answer{i}")
+    if task == "openbookqa":
+        opts, i = _options(rng, task, cat)
+        return _record(f"Please choose the correct answer to the question: fact: a {x} is kept in the {place}. "
+                       f"which of these is kept in the {place}?\n\n"
+                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4", f"answer{i}")
+    if task == "hellaswag":
+        opts, i = _options(rng, task, cat, "{}.")
+        return _record(f"Please choose the correct ending to complete the given sentence: {name} walked into the {place} and looked at the\n\n"
+                       f"{_choices('Ending', opts)}\n\nAnswer format: ending1/ending2/ending3/ending4", f"ending{i}")
+    if task == "winogrande":
+        opts, i = _options(rng, task, cat)
+        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} wanted to {verb} something, so {name} took the _.\n\n"
+                       f"{_choices('Option', opts)}\n\nAnswer format: option1/option2", f"option{i}")
+    raise ValueError(f"unknown task {task!r}; expected one of {list(COMMONSENSE_TASKS)}")
+
+
+def make_commonsense(n_per_task: int, seed: int = 0) -> list[dict]:
+    """`n_per_task` distinct examples of each of the eight families, tasks interleaved (like commonsense_170k)."""
+    return [r for t, task in enumerate(COMMONSENSE_TASKS)
+            for r in _distinct(lambda rng: _commonsense_example(task, rng), n_per_task, seed * 1000 + t)]
+
+
+def _arithmetic_example(rng: random.Random) -> dict:
+    cat = rng.choice(list(WORLD))
+    x, name = rng.choice(WORLD[cat][0]), rng.choice(NAMES)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    if rng.random() < 0.5:
+        q = f"{name} has {a} {x}s. {name} gets {b} more {x}s. how many {x}s does {name} have now?"
+        sol, ans = f"{name} has {a} {x}s and gets {b} more, so {a} + {b} = {a + b}.", a + b
+    else:
+        q = f"{name} has {a + b} {x}s. {name} gives away {b} {x}s. how many {x}s does {name} have now?"
+        sol, ans = f"{name} has {a + b} {x}s and gives away {b}, so {a + b} - {b} = {a}.", a
+    return {"instruction": q, "input": "", "output": f"{sol} The answer is {ans}", "answer": str(ans)}
+
+
+def make_arithmetic(n: int, seed: int = 0) -> list[dict]:
+    """GSM8K-style word problems with small sums and differences; outputs end "The answer is N"."""
+    return _distinct(_arithmetic_example, n, seed)
+
+
+def _distinct(make, n: int, seed: int) -> list[dict]:
+    """`n` examples with distinct instructions, deterministic in `seed`."""
+    rng, seen, out = random.Random(seed), set(), []
+    for _ in range(200 * n + 1000):
+        r = make(rng)
+        if r["instruction"] not in seen:
+            seen.add(r["instruction"]); out.append(r)
+            if len(out) == n:
+                return out
+    raise ValueError(f"could not draw {n} distinct examples (the family has fewer)")
+
+
+def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 50, n_math_train: int = 2000,
+                 n_math_test: int = 100, seed: int = 0) -> Path:
+    """Write the synthetic tasks in LLM-Adapters' folder layout (once) and return the folder.
+
+        <folder>/ft-training_set/commonsense_synthetic.json   (the stand-in for commonsense_170k.json)
+        <folder>/ft-training_set/math_synthetic.json          (the stand-in for MetaMathQA)
+        <folder>/dataset/<task>/test.json                     (the eight tasks, and gsm8k)
+    Train and test are disjoint: every instruction is drawn once, the first ones go to test.
+    """
+    args = dict(n_train_per_task=n_train_per_task, n_test_per_task=n_test_per_task, n_math_train=n_math_train,
+                n_math_test=n_math_test, seed=seed, version=1)
+    final = config.CACHE / "data" / f"offline-{stable_hash(args)}"
+    if (final / "done.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    try:
+        train, n = [], n_train_per_task + n_test_per_task
+        recs = make_commonsense(n, seed)
+        for t, task in enumerate(COMMONSENSE_TASKS):
+            train += recs[t * n + n_test_per_task: (t + 1) * n]
+            write_json(tmp / "dataset" / task / "test.json", recs[t * n: t * n + n_test_per_task])
+        random.Random(seed).shuffle(train)
+        write_json(tmp / "ft-training_set" / "commonsense_synthetic.json", train)
+        math = make_arithmetic(n_math_train + n_math_test, seed * 1000 + 99)
+        write_json(tmp / "ft-training_set" / "math_synthetic.json", math[n_math_test:])
+        write_json(tmp / "dataset" / "gsm8k" / "test.json", math[:n_math_test])
+        write_json(tmp / "done.json", args)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, final)
