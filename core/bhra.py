@@ -61,7 +61,7 @@ class AdapterConfig:
     r: int = 32  # LoRA-equivalent rank: every method trains r·(m + n) parameters per layer
     b: int = 8  # BHRA: blocks per side of the grid; each block has rank r_b = r / b
     k: int = 2  # GraLoRA: blocks per side; each block has rank r / k
-    alpha: float = 64.0  # scale numerator: α/r for LoRA, DoRA, GraLoRA; α²/√(r1·r2) for ABBA
+    alpha: float = 64.0  # scale numerator: α/r for LoRA, DoRA, GraLoRA; √α1·√α2 = α for ABBA
     rslora: bool = False  # LoRA, DoRA, GraLoRA: scale α/√r instead of α/r
     dropout: float = 0.0  # dropout on the adapter path's input (additive methods only)
     targets: tuple[str, ...] = LLAMA_TARGETS  # last component of the nn.Linear names to adapt
@@ -134,8 +134,7 @@ def scaling(cfg: AdapterConfig) -> float:
     if cfg.method in W0_COUPLED + ABLATIONS:
         return 1.0  # HiRA has no scale (PEFT's HiRA neither); W0 sets the magnitude
     if cfg.method == "abba":
-        r1 = r2 = cfg.r // 2
-        return cfg.alpha**2 / math.sqrt(r1 * r2)  # ABBA paper, Theorem 2
+        return cfg.alpha  # √α1·√α2 with α1 = α2 = α, as ABBA's reference code scales its two pairs
     return cfg.alpha / (math.sqrt(cfg.r) if cfg.rslora else cfg.r)
 
 

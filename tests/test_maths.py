@@ -227,7 +227,7 @@ def test_scaling_is_alpha_over_r_or_sqrt_r(method, extra):
 
 
 def test_scaling_of_abba_and_the_w0_coupled_methods():
-    assert scaling(AdapterConfig(method="abba", r=8, alpha=3.0)) == pytest.approx(9.0 / 4.0)  # α² / √(r1 r2)
+    assert scaling(AdapterConfig(method="abba", r=8, alpha=3.0)) == pytest.approx(3.0)  # √α1·√α2, α1 = α2 = α
     assert scaling(AdapterConfig(method="hira", r=8, alpha=3.0)) == 1.0
     assert scaling(AdapterConfig(method="bhra", r=8, b=4, alpha=3.0)) == 1.0
 

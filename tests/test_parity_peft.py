@@ -82,8 +82,8 @@ CASES = {
         lambda c, t: peft.GraloraConfig(r=c.r, gralora_k=c.k, alpha=c.alpha, hybrid_r=0, target_modules=t),
         _copy_gralora,
     ),
-    # LoHa scales by alpha_LoHa / r_LoHa; ours by α² / √(r1 r2) = α² / r1 with r1 = r_LoHa, so alpha_LoHa = α².
-    "abba_loha": ("abba", {}, lambda c, t: peft.LoHaConfig(r=c.r // 2, alpha=c.alpha**2, target_modules=t),
+    # LoHa scales by alpha_LoHa / r_LoHa; ours by α (√α1·√α2), so alpha_LoHa = α · r_LoHa.
+    "abba_loha": ("abba", {}, lambda c, t: peft.LoHaConfig(r=c.r // 2, alpha=c.alpha * (c.r // 2), target_modules=t),
                   _copy_abba_to_loha),
 }
 
@@ -170,7 +170,7 @@ def test_factor_gradients_match_peft(case, kind):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_scaling_matches_peft(case):
-    """The scalar in front of each update is PEFT's (HiRA: none; LoHa: alpha/r with alpha = α²)."""
+    """The scalar in front of each update is PEFT's (HiRA: none; LoHa: alpha/r with alpha = α·r/2)."""
     ours, theirs, cfg = _pair(case, "mlp")
     theirs_fc1 = theirs.base_model.model.fc1
     expected = theirs_fc1.scaling["default"] if hasattr(theirs_fc1, "scaling") else 1.0
