@@ -44,8 +44,11 @@ bench: install
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Build outputs and caches only: a student's work in student/ is never deleted here.
 clean:
-	rm -rf build student .cache
+	rm -rf build .cache
+	@test ! -d student || echo "kept student/ (your exercise solutions); remove it yourself if you mean to"
+
 
 # Exercises: a student copy of the repo in student/ (git ignores it) with every marked solution
 # region of core/ replaced by a NotImplementedError stub; then the tests of lesson N against it.
