@@ -87,7 +87,7 @@ def load_model(name: str = OFFLINE, dtype: torch.dtype = torch.float32, on=None)
             f"(Llama models are gated: accept the licence on the hub and `hf auth login` first), then pass that folder.") from e
     if tokenizer.pad_token is None:  # Llama-3 ships none; pad with EOS (masked out of the loss)
         tokenizer.pad_token = tokenizer.eos_token
-    model.base_dtype = stored if isinstance(stored, torch.dtype) else getattr(torch, str(stored), torch.float32) if stored else torch.float32
+    model.base_dtype = stored if isinstance(stored, torch.dtype) else torch.float32  # as stored, for save_merged
     if on is not None:
         model.to(on)
     return model, tokenizer
