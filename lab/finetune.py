@@ -247,10 +247,11 @@ def _barrier():
         torch.distributed.barrier()
 
 
-def load_trained(cfg: RunConfig, on=None, verbose: bool = False):
+def load_trained(cfg: RunConfig, on=None, verbose: bool | None = None):
     """(model, tokenizer) of a finished run, adapters loaded and NOT merged (train() it first).
 
-    On a GPU the model goes there, in bf16 when the run trained in bf16; else CPU, float32."""
+    On a GPU the model goes there, in bf16 when the run trained in bf16; else CPU, float32. The
+    paper profile prints where the model runs (`verbose`, default: on in the paper profile)."""
     out = run_dir(cfg)
     if not (out / "run.json").exists():
         raise FileNotFoundError(f"no finished run in {out}: call train(cfg) first")
@@ -262,7 +263,7 @@ def load_trained(cfg: RunConfig, on=None, verbose: bool = False):
         model, tokenizer = load_model(cfg.model, dtype=dtype)
         load_adapter(model, out / "adapter")
     model.to(on)
-    if verbose:
+    if cfg.profile == "paper" if verbose is None else verbose:
         print(f"{cfg.method}: model on {on}, {dtype}")
     return model.eval(), tokenizer
 
