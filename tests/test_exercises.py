@@ -105,7 +105,7 @@ def _run_notebook(path: Path) -> str | None:
     try:
         client.execute()
     except CellExecutionError as err:
-        return str(err)
+        return re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # the traceback without its terminal colours
     return None
 
 
