@@ -31,9 +31,9 @@ test-core: install
 # notebooks stay as they are; `make notebooks REFRESH=1` rewrites them in place instead.
 notebooks: install
 ifdef REFRESH
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace $(NOTEBOOKS)
+	$(PY) notebooks/execute.py --inplace $(NOTEBOOKS)
 else
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir build/notebooks $(NOTEBOOKS)
+	$(PY) notebooks/execute.py --output-dir build/notebooks $(NOTEBOOKS)
 endif
 
 # Step time, peak memory and merged-inference latency of every method against PEFT
