@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: install test test-core notebooks bench lab clean exercises check-exercise
+.PHONY: install test test-core notebooks twins bench lab clean exercises check-exercise
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,9 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
 
-# Unit tests only: the quick loop while editing core/.
+# Unit tests without training or notebooks (tests marked `slow` are left out): the quick loop.
 test-core: install
-	$(PY) -m pytest tests -p no:cacheprovider -x -q
+	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider -x -q
 
 # Execute every notebook (offline profile). Copies go to build/notebooks, so the committed
 # notebooks stay as they are; `make notebooks REFRESH=1` rewrites them in place instead.
@@ -35,6 +35,11 @@ ifdef REFRESH
 else
 	$(PY) notebooks/execute.py --output-dir build/notebooks $(NOTEBOOKS)
 endif
+
+# Percent-format text twins of the notebooks (notebooks/py/), so a change shows as a readable diff;
+# tests/test_twins.py fails when a twin is out of date.
+twins: install
+	$(PY) notebooks/twins.py
 
 # Step time, peak memory and merged-inference latency of every method against PEFT
 # (benchmarks/README.md; BENCH_ARGS="--device cuda --dtype bfloat16 --preset llama-3.2-1b" on a GPU).

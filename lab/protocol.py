@@ -81,8 +81,8 @@ SETTINGS = [
                 f"data_file/llm_adapt/commonsense_170k/do_train_val_test_split.py, train_hira.py l.275, l.294; "
                 f"{ABBA} train_cr.py l.113 save_strategy='no'",
          this=lambda c: "none: trains on every record, keeps the last step",
-         departs=lambda c: "not implemented: checkpoints hold factors and optimiser state for resume only (issue 10 "
-                           "item 5), all methods get the same final-step budget, as in ABBA's reference"),
+         departs=lambda c: "not implemented: checkpoints hold factors and optimiser state for resume only; "
+                           "every method gets the same final-step budget, as in ABBA's reference"),
     dict(setting="eval / save steps", paper=NOT_CHECKED, field="save_steps",
          practice="80 / 80 (DoRA scripts, HiRA README); finetune.py defaults 200 / 200",
          source=f"{DORA}llama_7B_Dora.sh '--eval_step 80 --save_step 80'; {HIRA} README '--eval_steps=80'; "

@@ -5,6 +5,8 @@ No timing is asserted here: performance targets live in the benchmark's own outp
 import json
 import math
 import subprocess
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ METHODS = ["base", "full", "peft-lora", "peft-hira", "peft-gralora",
            "lora", "dora", "hira", "abba", "gralora", "bhra", "bhra-plain"]  # the list, in table order
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_every_method(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--preset", "tiny", "--out", str(tmp_path)],

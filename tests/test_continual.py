@@ -55,9 +55,14 @@ def test_matched_retention_interpolates_along_each_frontier():
     # seed 0: 70 − 330/7 = 160/7, seed 1: 60 − 400/7 = 20/7
     assert s.additive_methods == ("lora",)
     assert s.additive[0] == pytest.approx(365 / 7)
-    assert s.gap("bhra")[0] == pytest.approx(90 / 7)
-    assert s.gap("bhra")[1] == pytest.approx((140 / 7) / math.sqrt(2))
-    assert s.gap("lora")[0] == pytest.approx(0)
+    # gap: the mean of 160/7 and 20/7 = 90/7; their difference is 20, so s = 20/√2, and with two seeds the
+    # 95 % half-width is t(0.975, 1) · s / √2 = 12.706 · 10
+    assert s.gap("bhra").mean == pytest.approx(90 / 7)
+    assert m.loc["bhra", "gap_std"] == pytest.approx(20 / math.sqrt(2))
+    assert s.gap("bhra").half == pytest.approx(127.06)
+    assert s.gap("bhra").n == 2
+    assert s.verdict("bhra") == "too few seeds"  # two seeds: no verdict
+    assert s.gap("lora").mean == pytest.approx(0)
 
 
 @pytest.mark.exercise6
@@ -66,7 +71,7 @@ def test_level_outside_a_frontier_gives_nan_not_extrapolation():
     m = s.matched.set_index("method")
     assert math.isnan(m.loc["bhra", "retention_mean"])
     assert m.loc["lora", "retention_mean"] == pytest.approx(65 - 30 * (25 / 35))
-    assert math.isnan(s.gap("bhra")[0])
+    assert math.isnan(s.gap("bhra").mean)
     assert math.isnan(summarize(TABLE, level=5).matched.set_index("method").loc["lora", "retention_mean"])
 
 
@@ -87,10 +92,96 @@ def test_additive_control_mean_averages_the_three_controls_per_seed():
     assert s.additive[0] == pytest.approx(159 / 3)
     assert s.additive[1] == pytest.approx((22 / 3) / math.sqrt(2))
     # bhra − additive: 75 − 170/3 = 55/3, 85 − 148/3 = 107/3
-    assert s.gap("bhra")[0] == pytest.approx(81 / 3)
-    assert s.gap("bhra")[1] == pytest.approx((52 / 3) / math.sqrt(2))
+    assert s.gap("bhra").mean == pytest.approx(81 / 3)
+    assert m.loc["bhra", "gap_std"] == pytest.approx((52 / 3) / math.sqrt(2))
     # the default level: every frontier's top is 60 except bhra's (50)
     assert summarize(t).level == pytest.approx(50)
+
+
+@pytest.mark.exercise6
+def test_matched_retention_uses_the_non_dominated_envelope():
+    # lora, one seed, three rates: (P, R) = (20, 80), (30, 50), (40, 60). The middle point is dominated by
+    # (40, 60): more plasticity AND more retention. At level 30 the envelope runs from (20, 80) to (40, 60),
+    # w = 1/2, so R = 70 (joining the mean points in order of P would have given 50).
+    t = rows("lora", {1: [(0, 90, 80, 20)], 2: [(0, 90, 50, 30)], 3: [(0, 90, 60, 40)]})
+    s = summarize(t, level=30)
+    f = s.frontier.set_index("lr")
+    assert list(f["on_envelope"]) == [True, False, True]
+    assert s.matched.set_index("method").loc["lora", "retention_mean"] == pytest.approx(70)
+    assert s.level == 30 and summarize(t).level == pytest.approx(40)
+
+
+def test_envelope_keeps_ties_and_drops_strictly_dominated_points():
+    from lab.continual import envelope
+
+    # (10, 50) is dominated by (10, 60) (same P, more R); (5, 60) by (10, 60); the two (20, 30) tie: both kept
+    assert list(envelope([10, 10, 5, 20, 20], [50, 60, 60, 30, 30])) == [False, True, False, True, True]
+
+
+@pytest.mark.exercise6
+def test_level_is_fixed_by_the_additive_controls_and_bhra():
+    # lora reaches P = 60, bhra 40: P* = 40. HiRA reaches only 30 and the ablation 20, but they are not in
+    # LEVEL_METHODS: P* stays 40, and their matched retention is NaN (P* beyond their envelopes).
+    t = TABLE + rows("hira", {1e-3: [(0, 90, 80, 10), (1, 90, 80, 10)], 1e-2: [(0, 90, 50, 30), (1, 90, 50, 30)]})
+    t += rows(ABLATION, {1e-3: [(0, 90, 80, 20), (1, 90, 80, 20)]})
+    s = summarize(t)
+    assert s.level == pytest.approx(40)
+    assert s.level_methods == ("lora", "bhra")
+    m = s.matched.set_index("method")
+    assert math.isnan(m.loc["hira", "retention_mean"]) and math.isnan(m.loc[ABLATION, "retention_mean"])
+
+
+def test_sensitivity_recomputes_the_gap_at_offsets_of_the_level():
+    from lab.continual import sensitivity
+
+    # TABLE's P* = 40. At 30: lora w = 5/35 = 1/7: seeds 60 − 30/7 = 390/7, 70 − 30/7 = 460/7;
+    # bhra w = 15/25 = 3/5: seeds 80 − 6 = 74, 90 − 18 = 72; gaps 128/7, 44/7: mean 86/7
+    d = sensitivity(TABLE, "bhra", offsets=(-10.0, 0.0)).set_index("offset")
+    assert d.loc[-10.0, "level"] == pytest.approx(30)
+    assert d.loc[-10.0, "gap_mean"] == pytest.approx(86 / 7)
+    assert d.loc[0.0, "gap_mean"] == pytest.approx(90 / 7)
+    assert (d["verdict"] == "too few seeds").all()
+
+
+# ---------------------------------------------------------------------------------------------
+# lab.stats: means with 95 % t-intervals over seeds, paired differences, verdicts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mean_ci_is_students_t_over_seeds():
+    from lab.stats import mean_ci
+
+    # 1, 2, 3: mean 2, s = 1, t(0.975, 2) = 4.303, half = 4.303 / √3 = 2.4843
+    ci = mean_ci([1, 2, 3])
+    assert (ci.mean, ci.n) == (2, 3)
+    assert ci.half == pytest.approx(4.303 / math.sqrt(3))
+    assert ci.fmt() == "2.0 ± 2.5"
+    # 10, 20, 30, 40: mean 25, s = √(500/3) = 12.910, t(0.975, 3) = 3.182, half = 3.182 · 12.910 / 2 = 20.540
+    assert mean_ci([10, 20, 30, 40]).half == pytest.approx(3.182 * math.sqrt(500 / 3) / 2)
+    one = mean_ci([7.0])
+    assert one.mean == 7.0 and math.isnan(one.half) and one.fmt() == "7.0 ± n/a"
+    assert mean_ci([1, float("nan"), 3]).n == 2  # NaN entries are dropped
+
+
+def test_paired_difference_is_taken_seed_by_seed():
+    from lab.stats import paired_diff
+
+    # a − b by seed: 10, 4, 6 (seed 3 is only in a: left out); mean 20/3, s = √(28/3) = 3.055,
+    # half = 4.303 · 3.055 / √3 = 7.590. Unpaired, the spread of a and of b would be compared instead.
+    d = paired_diff({0: 70, 1: 66, 2: 71, 3: 99}, {0: 60, 1: 62, 2: 65})
+    assert d.n == 3 and d.mean == pytest.approx(20 / 3)
+    assert d.half == pytest.approx(4.303 * math.sqrt(28 / 3) / math.sqrt(3))
+
+
+def test_verdicts_need_three_seeds_and_an_interval_clear_of_zero():
+    from lab.stats import CI, verdict
+
+    assert verdict(CI(20.0, 0.0, 1)) == "too few seeds"        # one seed: never "above"
+    assert verdict(CI(20.0, 5.0, 2)) == "too few seeds"
+    assert verdict(CI(6.0, 5.0, 3)) == "above"                 # [1, 11]
+    assert verdict(CI(-6.0, 5.0, 3)) == "below"                # [−11, −1]
+    assert verdict(CI(4.0, 5.0, 3)) == "inconclusive"          # [−1, 9]
+    assert verdict(CI(float("nan"), float("nan"), 3)) == "undefined"
 
 
 def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
@@ -110,6 +201,7 @@ def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_protocol_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     import json
     from pathlib import Path

@@ -211,6 +211,7 @@ def test_unknown_method_and_bad_batch():
 # training and evaluation
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, one_thread):
     """The paper profile with only model, data folder, step count and CPU-friendly batch changed."""
     monkeypatch.setattr(config, "CACHE", tmp_path)
@@ -232,6 +233,7 @@ def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, 
     assert all(0.0 <= v <= 1.0 for v in acc.values())
 
 
+@pytest.mark.slow
 def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatch, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -255,6 +257,7 @@ def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatc
     assert lab.generate(plain, AutoTokenizer.from_pretrained(folder), probe, max_new_tokens=6) == texts
 
 
+@pytest.mark.slow
 def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, tmp_path):
     env = {**os.environ, "BHRA_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "lab", "train", "--method", "lora", "--model", str(tiny / "model"),
@@ -308,6 +311,7 @@ def _notebook_cell(path: Path, needle: str) -> str:
     return cell
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["offline", "paper"])
 def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
     """Notebook 04's own parameters cell, run in notebooks/, against `python -m lab show` at the root."""
@@ -321,6 +325,7 @@ def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
     assert from_notebook.startswith(str(tmp_path / "runs" / profile / "bhra-"))
 
 
+@pytest.mark.slow
 def test_relative_paths_resolve_the_same_from_notebooks_and_the_root(tmp_path):
     code = ("import lab; from lab import config, finetune; "
             "print([str(lab.resolve('data/x')), str(config.CACHE), str(lab.data_dir(lab.preset('paper'))), "
@@ -333,6 +338,7 @@ def test_relative_paths_resolve_the_same_from_notebooks_and_the_root(tmp_path):
     assert lab.finetune.model_path("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"  # ... a hub id is not
 
 
+@pytest.mark.slow
 def test_fresh_starts_from_step_zero(tiny, tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(config, "CACHE", tmp_path)
     cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
@@ -369,6 +375,7 @@ def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path, monkeypat
     assert lab.run_dir(lab.RunConfig(method="bhra")) != offline      # a new offline recipe is a new base
 
 
+@pytest.mark.slow
 def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeypatch, one_thread):
     from core.bhra import LAYERS, adapted_layers
 
@@ -385,6 +392,7 @@ def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeyp
     assert kinds == {LAYERS["bhra_blocknorm"]}
 
 
+@pytest.mark.slow
 def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(config, "CACHE", tmp_path)
     cfg = lab.RunConfig(method="bhra", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),

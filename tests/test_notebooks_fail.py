@@ -11,12 +11,16 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_hadamard_rank_inequality.ipynb"
 SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 CHECK = "# NBVAL_CHECK_OUTPUT"
 
+
+
+pytestmark = pytest.mark.slow  # each test runs nbval on a notebook copy
 
 def opening(n_checked=2):
     """The notebook's cells up to and including its n-th checked cell (a few seconds to run)."""
