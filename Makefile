@@ -19,8 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Unit and parity tests, then every notebook re-executed by nbval (the documentation is the test).
-test: install
+# Unit and parity tests, then every notebook re-executed by nbval (the documentation is the test);
+# first the paper profile's code path on a Llama-3.2-1B-shaped model (paper-smoke, below).
+test: install paper-smoke
 	$(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) -p no:cacheprovider
 
 # Unit tests without training or notebooks (tests marked `slow` are left out): the quick loop.
@@ -42,9 +43,22 @@ twins: install
 	$(PY) notebooks/twins.py
 
 # Step time, peak memory and merged-inference latency of every method against PEFT
-# (benchmarks/README.md; BENCH_ARGS="--device cuda --dtype bfloat16 --preset llama-3.2-1b" on a GPU).
+# (benchmarks/README.md; BENCH_ARGS="--preset llama-3.2-1b" on a GPU: the paper profile's float32 + bf16 autocast).
 bench: install
 	$(PY) benchmarks/bench.py --preset cpu $(BENCH_ARGS)
+
+# The paper profile's data, once, on a machine with hub access: commonsense_170k, the eight test sets,
+# MetaMathQA (first 40k) and GSM8K test, written in the LLM-Adapters layout under data/LLM-Adapters.
+data: install
+	$(PY) -m lab.data $(DATA_ARGS)
+
+# The paper profile's real code path (every method: train -> merge -> save/reload -> evaluate, and one
+# continual pass) on Llama-3.2-1B's config with 1 layer and random weights: CPU, a few minutes.
+# BHRA_SMOKE_LAYERS=16 make paper-smoke on a GPU: the full size, its step time and peak memory.
+paper-smoke: install
+	$(PY) -m lab.smoke
+
+.PHONY: data paper-smoke
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,8 +1,14 @@
 """Speed and memory of one training step, per method, on a Llama-shaped model with random weights.
 
     python benchmarks/bench.py                      # --preset cpu: a small Llama, float32, 2 cores, ~5 min
-    python benchmarks/bench.py --preset llama-3.2-1b --device cuda --dtype bfloat16 [--batch 16]
+    python benchmarks/bench.py --preset llama-3.2-1b [--batch 16]   # a GPU: what the paper profile trains
+    python benchmarks/bench.py --estimate                # does BHRA on Llama-3.2-1B fit 24 GB? (arithmetic, no GPU)
     python benchmarks/bench.py --profile bhra,peft-lora   # torch.profiler on one step of each, no table
+
+Precision. The llama-3.2-1b preset measures what the paper profile trains (lab.finetune.train with
+bf16=True, i.e. the Trainer's mixed precision): float32 weights and factors, forward under
+torch.autocast(bfloat16), backward and AdamW outside it. `--dtype bfloat16 --autocast none` measures
+pure-bf16 weights instead; the cpu and tiny presets run float32 without autocast.
 
 What one row measures (design §1, "Cost"; issue 6):
   step time   median over the timed steps (after warm-up) of forward + backward + AdamW step
@@ -33,6 +39,7 @@ and peak never leak into another's. All methods share the seed, hence the same b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -63,19 +70,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # ---------------------------------------------------------------------------------------------
 
 PRESETS = {
-    # Llama-3.2-1B's shapes (random weights): what a student fine-tunes on one GPU.
+    # Llama-3.2-1B's shapes (random weights) as the paper profile trains them on one GPU: float32
+    # weights under bf16 autocast (the Trainer's bf16=True), micro-batch 4 x cutoff 256.
     "llama-3.2-1b": dict(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, vocab=128256,
                          seq=256, batch=4, warmup=3, steps=10, infer_runs=10,
-                         device="cuda", dtype="bfloat16"),
+                         device="cuda", dtype="float32", autocast="bfloat16"),
     # Small enough for 2 CPU cores in ~5 minutes: every width divisible by b = 8 (k/v: 4 heads × 64).
     # The vocabulary is cut to 8192 so the lm_head does not dominate a 4-layer model.
     "cpu": dict(hidden=1024, intermediate=2816, layers=4, heads=16, kv_heads=4, vocab=8192,
                 seq=256, batch=1, warmup=1, steps=5, infer_runs=5,
-                device="cpu", dtype="float32"),
+                device="cpu", dtype="float32", autocast="none"),
     # Smoke test only (tests/test_bench.py): numbers mean nothing.
     "tiny": dict(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=256,
                  seq=32, batch=1, warmup=0, steps=1, infer_runs=1,
-                 device="cpu", dtype="float32", threads=1),
+                 device="cpu", dtype="float32", autocast="none", threads=1),
 }
 
 MEMORY_STEPS = 2  # untimed steps at the start that measure peak memory; the timed ones follow
@@ -141,6 +149,14 @@ def attach(model, method: str):
     return model, [q for q in model.parameters() if q.requires_grad]
 
 
+def amp(p: dict):
+    """The forward's precision context: torch.autocast as the Trainer's bf16=True/fp16=True applies it
+    (forward only; backward and the optimiser step run outside), or nothing."""
+    if p.get("autocast", "none") == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=p["device"], dtype=getattr(torch, p["autocast"]))
+
+
 def merge(model, method: str):
     if method.startswith("peft-"):
         return model.merge_and_unload()
@@ -203,11 +219,11 @@ def memory_peak(device: str) -> int:
     return rss_kib("VmHWM") * 1024
 
 
-def time_forwards(models, ids, runs: int, device: str) -> tuple[list[float], list[float]]:
+def time_forwards(models, ids, runs: int, device: str, ctx=contextlib.nullcontext) -> tuple[list[float], list[float]]:
     """Median wall and CPU seconds of a no_grad forward of each model, after one warm-up each; the
     models take turns run by run, so a slow spell on a shared machine hits them all alike."""
     wall, cpu = [[] for _ in models], [[] for _ in models]
-    with torch.no_grad():
+    with torch.no_grad(), ctx():
         for i in range(runs + 1):
             for k, model in enumerate(models):
                 sync(device)
@@ -235,7 +251,8 @@ def run_method(method: str, p: dict) -> dict:
     opt = torch.optim.AdamW(params, lr=1e-5) if params else None
 
     def step():
-        loss = model(input_ids=ids, labels=ids).loss
+        with amp(p):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         if opt is not None:
             opt.step()
@@ -278,7 +295,7 @@ def run_method(method: str, p: dict) -> dict:
 
     same_structure = layout(model) == layout(base)
     (infer_merged, infer_base), (infer_merged_cpu, infer_base_cpu) = time_forwards(
-        [model, base], ids, p["infer_runs"], device)
+        [model, base], ids, p["infer_runs"], device, lambda: amp(p))
     return dict(
         method=method, label=METHODS[method], trainable_params=sum(q.numel() for q in params),
         step_s=statistics.median(times), step_s_all=times, step_cpu_s=statistics.median(cpu_times),
@@ -331,7 +348,9 @@ def profile_method(method: str, p: dict, rows: int = 12) -> str:
     ids = torch.randint(0, p["vocab"], (p["batch"], p["seq"]), device=p["device"])
 
     def step():
-        model(input_ids=ids, labels=ids).loss.backward()
+        with amp(p):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
         if opt is not None:
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -354,6 +373,56 @@ def _profile_child(method, p, conn):
         conn.send(traceback.format_exc())
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate: does the paper profile's BHRA fine-tune of Llama-3.2-1B fit 24 GB?
+# ---------------------------------------------------------------------------------------------
+
+
+def estimate(p: dict, budget_gb: float = 24.0) -> str:
+    """Peak training memory of BHRA (r = R, every target) on the preset's shapes, as the paper profile
+    trains it (float32 weights, bf16 autocast, AdamW), from parameter counts of the model built on the
+    meta device (no memory, no GPU). Activations are counted per token and layer from what the forward
+    keeps for backward. Not counted: the CUDA context, the allocator's fragmentation and transients
+    (the largest: one layer's temporaries during backward), which a measurement adds on top."""
+    GiB = 2**30
+    p = dict(p, device="meta", dtype="float32")
+    with torch.device("meta"):
+        model = build_model(p)
+    h, i, kv = p["hidden"], p["intermediate"], p["hidden"] * p["kv_heads"] // p["heads"]
+    total = sum(q.numel() for q in model.parameters())               # tied embeddings counted once
+    linears = [(n, mod) for n, mod in model.named_modules()
+               if isinstance(mod, torch.nn.Linear) and n.rsplit(".", 1)[-1] in TARGETS]
+    adapted = sum(mod.weight.numel() for _, mod in linears)
+    factors = sum(R * (mod.in_features + mod.out_features) for _, mod in linears)  # r (m + n) per layer
+    tokens, L, V = p["batch"] * p["seq"], p["layers"], p["vocab"]
+    # kept for backward, per token and layer: float32 residual inputs of the two RMSNorms; in bf16 the
+    # normed inputs of attention and MLP, rotated q and k, v, the attention output, and the MLP's gate,
+    # up, SiLU(gate) and their product (BHRA's lean Function keeps its input x and the factors only)
+    act_per_token_layer = 4 * (2 * h) + 2 * (2 * h + (h + 2 * kv) + h + 4 * i)
+    rows = [
+        ("weights, float32", f"{total / 1e6:,.1f} M params x 4 B", 4 * total),
+        ("factors + grads + AdamW (2 moments), float32", f"{factors / 1e6:,.2f} M factors x 16 B", 16 * factors),
+        ("bf16 copies of frozen weights kept for backward under autocast (upper bound)",
+         f"({adapted / 1e6:,.1f} M adapted + {V * h / 1e6:,.1f} M lm_head) x 2 B", 2 * (adapted + V * h)),
+        ("activations kept for backward", f"{tokens} tokens x {L} layers x {act_per_token_layer:,} B", tokens * L * act_per_token_layer),
+        ("logits: bf16, their float32 copy for the loss, its gradient", f"{tokens} x {V:,} x (2 + 4 + 4) B", tokens * V * 10),
+    ]
+    peak = sum(b for *_, b in rows)
+    lines = [f"Estimate: BHRA r={R}, b={B} on {L} layers, hidden {h}, intermediate {i}, vocab {V:,}; "
+             f"micro-batch {p['batch']} x {p['seq']} tokens; float32 weights under bf16 autocast, AdamW", ""]
+    lines += [f"  {name:78s} {how:46s} {b / GiB:7.2f} GiB" for name, how, b in rows]
+    lines += [f"  {'total':78s} {'':46s} {peak / GiB:7.2f} GiB",
+              "", f"fits {budget_gb:g} GB ({budget_gb * 1e9 / GiB:.1f} GiB) with "
+              f"{(budget_gb * 1e9 - peak) / GiB:.1f} GiB to spare: {peak <= budget_gb * 1e9}"
+              " (not measured: arithmetic from parameter counts; `--preset llama-3.2-1b` on a GPU measures it)"]
+    disk = [("a finished run: adapter/ (the factors, float32)", 4 * factors),
+            ("one checkpoint while training: factors + AdamW's two moments (the Trainer keeps 2)", 12 * factors),
+            ("a merged model, saved in the base dtype (bfloat16; continual stage 1)", 2 * total)]
+    lines += ["", "Disk per run (the run folder's rule: checkpoints hold the trainable tensors and optimiser state only):"]
+    lines += [f"  {name:78s} {b / GiB:7.2f} GiB" for name, b in disk]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +504,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"### `{result['name']}`: hidden {p['hidden']}, intermediate {p['intermediate']}, {p['layers']} layers, "
         f"{p['heads']}/{p['kv_heads']} heads, vocab {p['vocab']}, seq {p['seq']}, micro-batch {p['batch']}, "
-        f"{p['dtype']} on {p['device']}",
+        f"{p['dtype']} weights{' under ' + p['autocast'] + ' autocast' if p.get('autocast', 'none') != 'none' else ''} on {p['device']}",
         "",
         f"{where}; torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}. "
         f"r = {R}, b = {B}, GraLoRA k = {K}, targets q,k,v,o,gate,up,down; AdamW. "
@@ -479,7 +548,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cpu", choices=PRESETS)
     ap.add_argument("--device", choices=("cpu", "cuda"), help="override the preset's device")
-    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="override the preset's dtype")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="override the preset's weight dtype")
+    ap.add_argument("--autocast", choices=("none", "bfloat16", "float16"),
+                    help="forward under torch.autocast of this dtype (default: the preset's; llama-3.2-1b: bfloat16)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print the memory estimate of BHRA on Llama-3.2-1B (24 GB?) from parameter counts, and exit")
     ap.add_argument("--batch", type=int, help="micro-batch size (default: the preset's)")
     ap.add_argument("--seq", type=int, help="sequence length (default: the preset's)")
     ap.add_argument("--steps", type=int, help="timed steps (default: the preset's)")
@@ -491,7 +564,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     p = dict(PRESETS[args.preset])
-    for key in ("device", "dtype", "batch", "seq", "steps", "warmup", "threads"):
+    if args.estimate:
+        print(estimate(PRESETS["llama-3.2-1b"] | {k: getattr(args, k) for k in ("batch", "seq") if getattr(args, k)}))
+        return None
+    for key in ("device", "dtype", "autocast", "batch", "seq", "steps", "warmup", "threads"):
         if getattr(args, key) is not None:
             p[key] = getattr(args, key)
     p.setdefault("threads", os.cpu_count())  # not torch.get_num_threads(): no thread pool before the fork
