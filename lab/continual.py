@@ -44,6 +44,7 @@ from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, preset, resolve, st
 from lab.finetune import data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, train
 from lab.formats import load_commonsense, load_json_records
 from lab.offline import offline_data
+from lab.stats import CI, mean_ci, paired_diff, verdict
 
 ADDITIVE = ("lora", "gralora", "abba")  # the W0-free additive controls of the paper
 COUPLED = ("hira", "bhra")  # the W0-coupled methods
@@ -54,35 +55,49 @@ ABLATION = ABLATIONS[0]  # "bhra_blocknorm": BHRA with every W0 block normalised
 # ---------------------------------------------------------------------------------------------
 # Input: one row per (method, seed, stage-2 learning rate) with the three accuracies.
 #
-#   frontier   per (method, lr): mean ± std over seeds of plasticity P = acc_B_stage2,
+#   frontier   per (method, lr): mean, std and 95 % t-interval over seeds of plasticity P = acc_B_stage2,
 #              retention R = acc_A_stage2, stage-1 accuracy, and forgetting = acc_A_stage1 − R.
-#   level      the common plasticity level P*: by default the highest plasticity that every
-#              method's mean frontier reaches, min_m max_lr P̄(m, lr), over every method but full
-#              fine-tuning (a reference whose frontier may lie far from the adapters').
-#   matched    per method, retention at P*: the mean frontier, sorted by P̄, is a piecewise-linear
-#              curve; P* falls between two of its points with weight w. Every seed's retention is
-#              interpolated with the same two points and the same w, so the seeds stay paired and
-#              the mean of the per-seed values is exactly the interpolated mean frontier. Outside a
-#              method's plasticity range the value is NaN (no extrapolation).
-#   additive   per seed, the mean of the additive controls' matched retention (LoRA, GraLoRA,
-#              ABBA), then mean ± std over seeds; `gap` is each method minus that, seed by seed.
+#   envelope   per method, the non-dominated points of its frontier: a point (P̄, R̄) is dropped when another
+#              learning rate of the same method reaches at least its plasticity AND at least its retention
+#              (one of them strictly). Sorted by P̄, the envelope's retention falls as plasticity rises.
+#   level      the common plasticity level P*: the highest plasticity that every method of a FIXED set
+#              reaches on its envelope, min_m max_lr P̄(m, lr), over LEVEL_METHODS (the additive controls and
+#              BHRA). Optional methods (HiRA, the ablation, full fine-tuning) never move P*.
+#   matched    per method, retention at P*: the envelope is a piecewise-linear curve; P* falls between two of
+#              its points with weight w. Every seed's retention is interpolated with the same two points and
+#              the same w, so the seeds stay paired and the mean of the per-seed values is exactly the
+#              interpolated mean envelope. Outside a method's envelope the value is NaN (no extrapolation).
+#   additive   per seed, the mean of the additive controls' matched retention (LoRA, GraLoRA, ABBA), then
+#              mean ± std over seeds; `gap` is each method minus that, seed by seed, with a 95 % t-interval
+#              on the paired difference (lab.stats); `verdict` reads it ("too few seeds" below 3 seeds).
 
 COLUMNS = ("method", "seed", "lr", "acc_A_stage1", "acc_A_stage2", "acc_B_stage2")
+LEVEL_METHODS = ADDITIVE + ("bhra",)  # the fixed set P* is defined on
 
 
 @dataclass
 class ContinualSummary:
-    frontier: "pd.DataFrame"  # one row per (method, lr): means and stds over seeds
+    frontier: "pd.DataFrame"  # one row per (method, lr): means, stds, 95 % half-widths over seeds; on_envelope
     matched: "pd.DataFrame"  # one row per method: retention at the common plasticity level
     per_seed: "pd.DataFrame"  # (method, seed) -> matched retention of that seed
     level: float  # the common plasticity level P*
     additive: tuple[float, float]  # mean ± std over seeds of the additive controls' matched retention
     additive_methods: tuple[str, ...] = field(default=ADDITIVE)
+    level_methods: tuple[str, ...] = field(default=LEVEL_METHODS)
 
-    def gap(self, method: str) -> tuple[float, float]:
-        """Matched retention of `method` minus the additive-control mean: (mean, std) over seeds."""
+    def gap(self, method: str) -> CI:
+        """Matched retention of `method` minus the additive-control mean, paired by seed: CI(mean, half, n)."""
         row = self.matched.set_index("method").loc[method]
-        return float(row["gap_mean"]), float(row["gap_std"])
+        return CI(float(row["gap_mean"]), float(row["gap_half"]), int(row["gap_n"]))
+
+    def paired(self, a: str, b: str) -> CI:
+        """Matched retention of `a` minus that of `b`, seed by seed, with its 95 % t-interval."""
+        r = self.per_seed.pivot(index="seed", columns="method", values="retention")
+        return paired_diff(r[a].dropna().to_dict(), r[b].dropna().to_dict())
+
+    def verdict(self, method: str) -> str:
+        """Is `method`'s gap to the additive controls above 0, below, or inconclusive? ("too few seeds" below 3)."""
+        return verdict(self.gap(method))
 
 
 def _std(x: np.ndarray) -> float:
@@ -90,6 +105,16 @@ def _std(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=float)
     x = x[~np.isnan(x)]
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def envelope(p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated points of (p, r): no other point has p' >= p and r' >= r, one strictly."""
+    p, r = np.asarray(p, dtype=float), np.asarray(r, dtype=float)
+    keep = np.ones(len(p), dtype=bool)
+    for i in range(len(p)):
+        dominated = (p >= p[i]) & (r >= r[i]) & ((p > p[i]) | (r > r[i]))
+        keep[i] = not dominated.any()
+    return keep
 
 
 def _bracket(p: np.ndarray, level: float) -> tuple[int, int, float] | None:
@@ -106,11 +131,14 @@ def _bracket(p: np.ndarray, level: float) -> tuple[int, int, float] | None:
     # end exercise
 
 
-def summarize(records, level: float | None = None, additive: tuple[str, ...] = ADDITIVE) -> ContinualSummary:
-    """Frontiers, the common plasticity level, matched retention and the additive-control mean.
+def summarize(records, level: float | None = None, additive: tuple[str, ...] = ADDITIVE,
+              level_methods: tuple[str, ...] = LEVEL_METHODS) -> ContinualSummary:
+    """Frontiers, their non-dominated envelopes, the common plasticity level, matched retention, the
+    additive-control mean and every method's paired gap to it.
 
     `records`: a DataFrame or a list of dicts with the columns of COLUMNS (accuracies in any unit,
     e.g. percent). Every method must have the same seeds at every one of its learning rates.
+    `level`: P* (default: the highest plasticity every method of `level_methods` present reaches).
     """
     import pandas as pd
 
@@ -135,16 +163,22 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
     for (method, lr), g in df.groupby(["method", "lr"], sort=True):
         row = {"method": method, "lr": lr, "n_seeds": len(g)}
         for col, name in stats.items():
-            row[f"{name}_mean"], row[f"{name}_std"] = float(g[col].mean()), _std(g[col])
+            ci = mean_ci(g[col])
+            row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_half"] = ci.mean, _std(g[col]), ci.half
         rows.append(row)
     frontier = pd.DataFrame(rows)
+    frontier["on_envelope"] = False
+    for method, f in frontier.groupby("method"):
+        frontier.loc[f.index, "on_envelope"] = envelope(f["plasticity_mean"], f["retention_mean"])
 
-    if level is None:  # the highest plasticity every compared method reaches (full fine-tuning is a reference)
-        compared = frontier[frontier["method"] != "full"] if (frontier["method"] != "full").any() else frontier
+    env = frontier[frontier["on_envelope"]]
+    present = [m for m in level_methods if m in set(df["method"])]
+    if level is None:  # the highest plasticity every method of the fixed set reaches
+        compared = env[env["method"].isin(present)] if present else env
         level = float(compared.groupby("method")["plasticity_mean"].max().min())
 
     matched_rows, seed_rows = [], []
-    for method, f in frontier.groupby("method", sort=False):
+    for method, f in env.groupby("method", sort=False):
         f = f.sort_values(["plasticity_mean", "lr"])
         p = f["plasticity_mean"].to_numpy()
         br = _bracket(p, level)
@@ -161,10 +195,12 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
             per_seed = (1 - w) * wide[lr_lo].to_numpy() + w * wide[lr_hi].to_numpy()
         for s, v, a1 in zip(seeds, per_seed, stage1):
             seed_rows.append({"method": method, "seed": s, "retention": float(v), "stage1": float(a1)})
+        r_ci, s_ci = mean_ci(per_seed), mean_ci(stage1.to_numpy())
         matched_rows.append({"method": method, "level": level, "n_seeds": len(seeds),
                              "retention_mean": float(np.mean(per_seed)), "retention_std": _std(per_seed),
+                             "retention_half": r_ci.half if br is not None else math.nan,
                              "stage1_mean": float(stage1.mean()), "stage1_std": _std(stage1.to_numpy()),
-                             "lr_lo": lr_lo, "lr_hi": lr_hi, "w": w})
+                             "stage1_half": s_ci.half, "lr_lo": lr_lo, "lr_hi": lr_hi, "w": w})
     per_seed = pd.DataFrame(seed_rows)
     matched = pd.DataFrame(matched_rows)
 
@@ -178,18 +214,34 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
         add_seed, additive_stat = None, (math.nan, math.nan)
     # end exercise
 
-    gaps_mean, gaps_std = [], []
+    gaps = []
     for method in matched["method"]:
         if add_seed is None:
-            gaps_mean.append(math.nan); gaps_std.append(math.nan); continue
+            gaps.append((math.nan, math.nan, math.nan, 0)); continue
         mine = per_seed[per_seed["method"] == method].set_index("seed")["retention"]
         common = mine.index.intersection(add_seed.index)
         d = (mine.loc[common] - add_seed.loc[common]).to_numpy()
-        gaps_mean.append(float(np.mean(d)) if len(d) else math.nan)
-        gaps_std.append(_std(d))
-    matched["gap_mean"], matched["gap_std"] = gaps_mean, gaps_std
+        ci = mean_ci(d) if len(d) and not np.isnan(d).any() else CI(math.nan, math.nan, len(d))
+        gaps.append((ci.mean, _std(d), ci.half, len(d)))
+    matched["gap_mean"], matched["gap_std"], matched["gap_half"], matched["gap_n"] = (
+        [g[i] for g in gaps] for i in range(4))
     return ContinualSummary(frontier=frontier, matched=matched, per_seed=per_seed, level=float(level),
-                            additive=additive_stat, additive_methods=tuple(present))
+                            additive=additive_stat, additive_methods=tuple(present), level_methods=tuple(
+                                m for m in level_methods if m in set(df["method"])))
+
+
+def sensitivity(records, method: str = "bhra", offsets=(-10.0, -5.0, -2.0, 0.0), **kw) -> "pd.DataFrame":
+    """`method`'s paired gap to the additive controls at P* + each offset (P* of summarize(records)):
+    a verdict that flips within a few points of P* hinges on where P* happens to fall."""
+    import pandas as pd
+
+    level = summarize(records, **kw).level
+    rows = []
+    for off in offsets:
+        g = summarize(records, level=level + off, **kw).gap(method)
+        rows.append({"offset": off, "level": level + off, "gap_mean": g.mean, "gap_half": g.half, "n": g.n,
+                     "verdict": verdict(g)})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +302,9 @@ class ContinualSpec:
 # The two profiles of the continual lab: presets of the same shape (a RunConfig preset + task B).
 CONTINUAL = {
     "offline": dict(
-        run=dict(max_steps=100, n_train=100 * 16, warmup_steps=10, max_new_tokens=10),  # one pass over A
-        stage2_steps=100, n_train_b=100 * 16,               # one pass over B
-        eval_limit_a=15, eval_limit_b=60, max_new_tokens_b=32),  # 8 × 15 commonsense and 60 arithmetic questions
+        run=dict(max_new_tokens=10),  # stage 1 IS notebook 04's run of each method and seed (same RunConfig, same cache)
+        stage2_steps=100, n_train_b=None,                   # 100 steps of 16 on B (the 2000 arithmetic records)
+        eval_limit_a=50, eval_limit_b=200, max_new_tokens_b=16),  # 8 × 50 commonsense and 200 arithmetic questions
     "paper": dict(
         run=dict(model="meta-llama/Llama-3.2-3B",            # the paper's continual model; "...-1B" fits smaller GPUs
                  max_steps=3000, max_new_tokens=32, eval_batch_size=32),
