@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
             if f.name == "profile":
                 continue
             flag = "--" + f.name.replace("_", "-")
-            if f.name == "targets":
+            if f.name == "r":  # --rank too: torchrun reads a bare --r as an abbreviation of its own options
+                s.add_argument(flag, "--rank", dest="r", type=int, default=None)
+            elif f.name == "targets":
                 s.add_argument(flag, default=None, help="comma-separated nn.Linear names")
             elif f.type == "bool":
                 s.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
