@@ -146,3 +146,10 @@ def test_download_hints_name_the_command():
     assert "python -m lab.data" in lab.formats.DOWNLOAD_HINT["math"]
     with pytest.raises(FileNotFoundError, match="python -m lab.data"):
         lab.load_json_records("/nonexistent/dataset/boolq/test.json")
+
+
+def test_every_commonsense_task_has_a_source():
+    from lab import data
+    from lab.formats import COMMONSENSE_TASKS
+
+    assert set(data.TESTS) == set(COMMONSENSE_TASKS)

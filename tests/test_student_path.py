@@ -112,6 +112,8 @@ class Sources:
                 elif isinstance(stmt, ast.ClassDef):
                     self.toplevel += [*stmt.decorator_list, *stmt.bases,
                                       *(s for s in stmt.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)))]
+                elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):  # at import only its calls run; the value
+                    self.toplevel += [n for n in ast.walk(stmt) if isinstance(n, ast.Call)]  # counts once reached
                 elif not isinstance(stmt, (ast.Import, ast.ImportFrom)):  # importing a name does not call it
                     self.toplevel.append(stmt)
                 if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
