@@ -8,8 +8,11 @@ profile downloads, and hands it to the same code:
   `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
 * data - synthetic tasks in the LLM-Adapters JSON format and folder layout, read back with `datasets`.
 
-Both are built once and cached under `.cache/` (keyed by their recipe). The build is deterministic
-for a fixed torch thread count, which `base_model_path` pins to one while it builds.
+Both are built once and cached under `.cache/`, keyed by their recipe: the settings (BaseSpec, the
+data sizes) and a hash of this file's generator source (`recipe_hash`), so an edited generator never
+meets a cache written by the old one. The build is deterministic for a fixed torch thread count,
+which `base_model_path` pins to one while it builds (tests/test_determinism.py checks it across
+processes at 1 and 2 threads).
 """
 from __future__ import annotations
 
@@ -100,7 +103,22 @@ class BaseSpec:
     pretrain_seq: int = 64
     pretrain_lr: float = 3e-3
     seed: int = 0
-    version: int = 4                 # bump when the recipe changes, so old caches are not reused
+    version: int = 5                 # bump when the recipe changes, so old caches are not reused
+    recipe: str = dataclasses.field(default_factory=lambda: RECIPE)  # the generators' source hash (see recipe_hash)
+
+
+def recipe_hash() -> str:
+    """A hash of the source of everything that writes the offline world: the corpus, the tokenizer, the
+    pre-training loop and the task generators. It is part of the base model's identity (BaseSpec.recipe,
+    hence every run folder's key) and of the data folder's key, so an edit of this file can never be
+    served a cache built by the previous code (version numbers alone relied on someone bumping them,
+    and a shared .cache once served data written by an intermediate edit)."""
+    import inspect
+
+    parts = [inspect.getsource(f) for f in (world_corpus, word_salad, build_tokenizer, _tokenizer_texts, _pretrain,
+                                            _window, _options, _choices, _record, _commonsense_example, make_commonsense,
+                                            _arithmetic_example, make_arithmetic, _distinct, offline_data)]
+    return stable_hash([parts, WORLD, NAMES, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
 
 
 SPECIAL_TOKENS = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}
@@ -234,10 +252,10 @@ def _commonsense_example(task: str, rng: random.Random) -> dict:
     things, verb, place = WORLD[cat]
     x, name = rng.choice(things), rng.choice(NAMES)
 
-    if task == "boolq":
+    if task == "boolq":  # does the verb go with the category? (6 × 6 pairs; W0 read "you can eat a banana")
         asked = cat if rng.random() < 0.5 else rng.choice([c for c in cats if c != cat])
         where = WORLD[rng.choice(cats)][2]
-        q = f"{name} saw a {x} in the {where}. is a {x} a kind of {asked}?"
+        q = f"{name} is in the {where}. is it true that you can {WORLD[asked][1]} a {cat}?"
         return _record(f"Please answer the following question with true or false, question: {q}\n\nAnswer format: true/false",
                        "true" if asked == cat else "false")
     if task == "piqa":
@@ -265,10 +283,10 @@ def _commonsense_example(task: str, rng: random.Random) -> dict:
         opts, i = _options(rng, task, cat, "{}.")
         return _record(f"Please choose the correct ending to complete the given sentence: {name} walked into the {place} and looked at the\n\n"
                        f"{_choices('Ending', opts)}\n\nAnswer format: ending1/ending2/ending3/ending4", f"ending{i}")
-    if task == "winogrande":
+    if task == "winogrande":  # two options, the category named through its place
         opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} wanted to {verb} something, so {name} took the _.\n\n"
-                       f"{_choices('Option', opts)}\n\nAnswer format: option1/option2", f"option{i}")
+        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} went to the {place} "
+                       f"and came back with the _.\n\n{_choices('Option', opts)}\n\nAnswer format: option1/option2", f"option{i}")
     raise ValueError(f"unknown task {task!r}; expected one of {list(COMMONSENSE_TASKS)}")
 
 
@@ -284,10 +302,10 @@ def _arithmetic_example(rng: random.Random) -> dict:
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     if rng.random() < 0.5:
         q = f"{name} has {a} {x}s. {name} gets {b} more {x}s. how many {x}s does {name} have now?"
-        sol, ans = f"{name} has {a} {x}s and gets {b} more, so {a} + {b} = {a + b}.", a + b
+        sol, ans = f"{a} + {b} = {a + b}.", a + b
     else:
         q = f"{name} has {a + b} {x}s. {name} gives away {b} {x}s. how many {x}s does {name} have now?"
-        sol, ans = f"{name} has {a + b} {x}s and gives away {b}, so {a + b} - {b} = {a}.", a
+        sol, ans = f"{a + b} - {b} = {a}.", a
     return {"instruction": q, "input": "", "output": f"{sol} The answer is {ans}", "answer": str(ans)}
 
 
@@ -308,8 +326,8 @@ def _distinct(make, n: int, seed: int) -> list[dict]:
     raise ValueError(f"could not draw {n} distinct examples (the family has fewer)")
 
 
-def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 50, n_math_train: int = 2000,
-                 n_math_test: int = 100, seed: int = 0) -> Path:
+def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math_train: int = 2000,
+                 n_math_test: int = 200, seed: int = 0) -> Path:
     """Write the synthetic tasks in LLM-Adapters' folder layout (once) and return the folder.
 
         <folder>/ft-training_set/commonsense_synthetic.json   (the stand-in for commonsense_170k.json)
@@ -318,7 +336,7 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 50, n_math_
     Train and test are disjoint: every instruction is drawn once, the first ones go to test.
     """
     args = dict(n_train_per_task=n_train_per_task, n_test_per_task=n_test_per_task, n_math_train=n_math_train,
-                n_math_test=n_math_test, seed=seed, version=1)
+                n_math_test=n_math_test, seed=seed, version=2, recipe=RECIPE)
     final = config.CACHE / "data" / f"offline-{stable_hash(args)}"
     if (final / "done.json").exists():
         return final
@@ -340,3 +358,6 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 50, n_math_
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return publish(tmp, final)
+
+
+RECIPE = recipe_hash()  # computed once, at import: the source as this process runs it
