@@ -296,7 +296,7 @@ checks = {"every method's stage-1 accuracy on A beats chance and the majority an
 for k, v in checks.items():
     print(f"{'holds' if v else 'FAILS'}: {k}")
 print("  stage 1 learned A:", ", ".join(f"{m} {'yes' if v else 'NO'}" for m, v in learned.items()))
-# OPEN: what the committed offline world does not meet yet (printed above as FAILS, reported in issue 11)
+# OPEN: what the committed offline world does not meet yet (printed above as FAILS)
 OPEN = {"every method's plasticity spans >= 20 points across its sweep",
         "every method's stage-1 accuracy on A beats chance and the majority answer"}
 assert all(v for k, v in checks.items() if k not in OPEN and not (GRID_NAME != "full" and "spans" in k)), checks
