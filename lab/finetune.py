@@ -105,8 +105,9 @@ _NOT_IDENTITY = ("num_beams", "max_new_tokens", "eval_batch_size", "save_steps",
 def run_dir(cfg: RunConfig) -> Path:
     """`.cache/runs/<profile>/<method>-<hash>`: one folder per distinct run (see the module docstring)."""
     key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
-    key.update(learning_rate=cfg.learning_rate, base=model_identity(cfg.model),
-               data=str(data_dir(cfg)) if cfg.data_dir else "offline")
+    # the data: a folder's path, or the synthetic folder's name, which hashes its recipe and sizes
+    data = str(data_dir(cfg)) if cfg.data_dir else data_dir(cfg).name
+    key.update(learning_rate=cfg.learning_rate, base=model_identity(cfg.model), data=data)
     return config.CACHE / "runs" / cfg.profile / f"{cfg.method}-{stable_hash(key)}"
 
 

@@ -375,6 +375,14 @@ def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path, monkeypat
     assert lab.run_dir(lab.RunConfig(method="bhra")) != offline      # a new offline recipe is a new base
 
 
+def test_a_change_of_offline_data_changes_the_run_folder(monkeypatch, tmp_path):
+    """The synthetic training set is part of a run's identity (a resized test split moves the train split)."""
+    monkeypatch.setattr(config, "CACHE", tmp_path)
+    before = lab.run_dir(lab.RunConfig(method="lora"))
+    monkeypatch.setattr(lab.finetune, "offline_data", lambda seed: tmp_path / "data" / "offline-other")
+    assert lab.run_dir(lab.RunConfig(method="lora")) != before
+
+
 @pytest.mark.slow
 def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeypatch, one_thread):
     from core.bhra import LAYERS, adapted_layers
