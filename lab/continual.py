@@ -439,5 +439,5 @@ def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list
                 records.append(run_stage2(spec, method, seed, mult, verbose))
         if progress:
             progress(f"{method:15s} {len(spec.seeds)} seeds × {len(spec.lr_multipliers)} stage-2 lrs  "
-                     f"{time.time() - t0:6.1f} s")
+                     f"{time.time() - t0:.1f} s")
     return records
