@@ -1,0 +1,34 @@
+"""The README's measured run times are quoted from notebooks/results/timings.json (written by
+`make notebooks` on a fresh clone, via notebooks/execute.py); a test keeps quote and file together."""
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_quotes_the_recorded_times():
+    t = json.loads((REPO / "notebooks" / "results" / "timings.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    (line,) = [l for l in readme.splitlines() if l.startswith("make notebooks")]
+    assert f"{t['total_seconds'] / 60:.0f} min" in line, line
+    (line,) = [l for l in readme.splitlines() if l.startswith("make test ")]
+    assert f"{t['make_test_seconds'] / 60:.0f} min" in line, line
+    (line,) = [l for l in readme.splitlines() if l.startswith("make test-core ")]
+    assert f"{t['make_test_core_seconds']:.0f} s" in line, line
+    assert re.search(r"\bcores\b", readme) and str(t["cores"]) in readme
+
+
+def run_time(seconds: float) -> str:
+    """How the syllabus writes a notebook's run time."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def test_the_syllabus_quotes_each_notebooks_recorded_time():
+    t = json.loads((REPO / "notebooks" / "results" / "timings.json").read_text())["seconds"]
+    syllabus = (REPO / "course" / "README.md").read_text()
+    rows = [r.split("|") for r in syllabus.splitlines() if re.match(r"\| [1-7] \| ", r)]
+    assert len(rows) == 7
+    for row in rows:
+        (stem,) = [s for s in t if s.startswith(f"0{row[1].strip()}_")]
+        assert row[6].strip() == run_time(t[stem]), (stem, row[6])
