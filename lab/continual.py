@@ -40,10 +40,9 @@ import numpy as np
 
 from core.bhra import adapted_layers, merge_and_unload
 from lab import config
-from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, preset, resolve, stable_hash, write_json
+from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, preset, stable_hash, write_json
 from lab.finetune import data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, train
 from lab.formats import load_commonsense, load_json_records
-from lab.offline import offline_data
 from lab.stats import CI, mean_ci, paired_diff, verdict
 
 ADDITIVE = ("lora", "gralora", "abba")  # the W0-free additive controls of the paper

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -180,7 +181,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
         print("bf16 needs a GPU and none is visible: training in float32 on the CPU instead "
               "(hours for a 1B model; install the CUDA build of torch on a GPU machine)")
     t0 = time.time()
-    with threads(1) if cfg.profile == "offline" else _nothing():
+    with threads(1) if cfg.profile == "offline" else nullcontext():
         torch.manual_seed(cfg.seed)
         model, tokenizer = prepare_model(cfg, verbose=verbose)
         tokenizer.padding_side = "right"
@@ -229,14 +230,6 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
         write_json(out / "run.json", record)
     _barrier()
     return json.loads((out / "run.json").read_text())  # the same object a reused run returns
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _world_size() -> int:
@@ -313,7 +306,7 @@ def evaluate(model, tokenizer, tests: dict, limit: int | None = None, max_new_to
 
 def evaluate_cfg(model, tokenizer, tests: dict, cfg: RunConfig, limit: int | None = None) -> dict:
     """evaluate() with the run's decoding settings (beams, tokens, batch; a bar in the paper profile)."""
-    with threads(1) if cfg.profile == "offline" else _nothing():
+    with threads(1) if cfg.profile == "offline" else nullcontext():
         return evaluate(model, tokenizer, tests, limit, cfg.max_new_tokens, cfg.eval_batch_size, cfg.num_beams,
                         progress=cfg.profile == "paper")
 

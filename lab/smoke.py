@@ -36,7 +36,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -348,7 +347,7 @@ def main() -> int:
                   peak_memory=peak_kind, rows=rows, continual=cont, seconds=round(total, 1))
     write_json(config.CACHE / "smoke.json", result)
 
-    print(f"\n| method | trainable | step s (each) | peak GiB | largest file / factor bytes: checkpoint, finished run |")
+    print("\n| method | trainable | step s (each) | peak GiB | largest file / factor bytes: checkpoint, finished run |")
     print("|---|---:|---|---:|---:|")
     for r in rows:
         ratio = (f"{r['largest_checkpoint_file'] / r['factor_bytes']:.2f}, {r['largest_run_file'] / r['factor_bytes']:.2f}"
