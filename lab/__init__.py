@@ -13,10 +13,10 @@
 The notebooks use the flat names below (`lab.train`, `lab.preset`, ...).
 """
 from lab.config import (ABLATIONS, LEARNING_RATES, METHODS, METHODS_ALL, OFFLINE, PROFILES, REPO, TARGETS_ALL,
-                        RunConfig, configs, preset, quiet, resolve, threads)
+                        RunConfig, configs, in_parallel, preset, quiet, resolve, threads)
 from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_all, evaluate_cfg, evaluate_run,
                           generate, load_model, load_trained, merged_equals_unmerged, model_identity, prepare_model,
-                          run_dir, save_merged, train, train_all)
+                          run_dir, save_merged, train, train_all, train_many)
 from lab.formats import (CHANCE, COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
                          load_commonsense, load_json_records, load_math, tokenize_example)
 from lab.offline import BaseSpec, base_model_path, build_tokenizer, make_arithmetic, make_commonsense, offline_data, world_corpus

@@ -78,7 +78,7 @@ class RunConfig:
     dropout: float = 0.0
     targets: tuple = TARGETS_ALL
     lr: float | None = None               # None = LEARNING_RATES[method][profile]
-    max_steps: int = 150                  # > 0: the budget in optimiser steps (matched across methods)
+    max_steps: int = 300                  # > 0: the budget in optimiser steps (matched across methods)
     epochs: float = 3.0                   # used when max_steps <= 0
     batch_size: int = 16                  # examples per optimiser step
     micro_batch_size: int = 16            # examples per forward; gradient accumulation = batch / micro
@@ -124,7 +124,7 @@ PROFILES = {
                   num_beams=4, max_new_tokens=32, eval_batch_size=16),
     "offline": dict(profile="offline", model=OFFLINE, data_dir=None,
                     train_file="ft-training_set/commonsense_synthetic.json", r=8, b=4, k=2, alpha=16.0,
-                    targets=TARGETS_ALL, cutoff_len=256, bf16=False, max_steps=150, epochs=3.0,
+                    targets=TARGETS_ALL, cutoff_len=256, bf16=False, max_steps=300, epochs=3.0,
                     batch_size=16, micro_batch_size=16, warmup_steps=10, save_steps=0,
                     num_beams=1, max_new_tokens=16, eval_batch_size=64),
 }
@@ -183,6 +183,28 @@ def threads(n: int = 1):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def workers() -> int:
+    """How many offline runs train at once: one per CPU core, as each run is pinned to one thread. A
+    run's numbers do not depend on this (only on its own thread count); BHRA_WORKERS=1 runs in-process."""
+    n = os.environ.get("BHRA_WORKERS", "")
+    if n and not n.isdigit():
+        raise ValueError(f"BHRA_WORKERS={n!r}: give a whole number of processes, e.g. BHRA_WORKERS=1")
+    return max(1, int(n) if n else os.cpu_count() or 1)
+
+
+def in_parallel(fn, jobs: list[tuple]) -> list:
+    """[fn(*job) for job in jobs], spread over `workers()` fresh processes; results in the jobs' order.
+    `fn` must be importable (a module's function), as the processes are spawned, not forked."""
+    n = min(workers(), len(jobs))
+    if n <= 1:
+        return [fn(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=quiet) as pool:
+        return list(pool.map(fn, *zip(*jobs)))
 
 
 def quiet() -> None:

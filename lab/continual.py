@@ -40,7 +40,7 @@ import numpy as np
 
 from core.bhra import adapted_layers, merge_and_unload
 from lab import config
-from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, preset, stable_hash, write_json
+from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, in_parallel, preset, stable_hash, write_json
 from lab.finetune import data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, train
 from lab.formats import load_commonsense, load_json_records
 from lab.stats import CI, mean_ci, paired_diff, verdict
@@ -303,7 +303,7 @@ CONTINUAL = {
     "offline": dict(
         run=dict(max_new_tokens=10),  # stage 1 IS notebook 04's run of each method and seed (same RunConfig, same cache)
         stage2_steps=100, n_train_b=None,                   # 100 steps of 16 on B (the 2000 arithmetic records)
-        eval_limit_a=50, eval_limit_b=200, max_new_tokens_b=16),  # 8 × 50 commonsense and 200 arithmetic questions
+        eval_limit_a=50, eval_limit_b=200, max_new_tokens_b=24),  # 8 × 50 commonsense and 200 arithmetic questions; a worked answer is ~16 tokens
     "paper": dict(
         run=dict(model="meta-llama/Llama-3.2-3B",            # the paper's continual model; "...-1B" fits smaller GPUs
                  max_steps=3000, max_new_tokens=32, eval_batch_size=32),
@@ -430,13 +430,14 @@ def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list
     """Every (method, seed, stage-2 lr) of the spec: one record each, in the format summarize() takes."""
     for seed in spec.seeds:
         check_data(spec, seed)  # a missing stage-2 file is found before hours of stage 1
-    records = []
-    for method in spec.methods:
-        t0 = time.time()
-        for seed in spec.seeds:
-            for mult in spec.lr_multipliers:
-                records.append(run_stage2(spec, method, seed, mult, verbose))
-        if progress:
-            progress(f"{method:15s} {len(spec.seeds)} seeds × {len(spec.lr_multipliers)} stage-2 lrs  "
-                     f"{time.time() - t0:.1f} s")
+    t0 = time.time()
+    grid = [(spec, m, seed, mult) for m in spec.methods for seed in spec.seeds for mult in spec.lr_multipliers]
+    if spec.profile == "offline" and not verbose:  # side by side, one single-threaded run per core
+        in_parallel(run_stage1, [(spec, m, seed) for m in spec.methods for seed in spec.seeds])
+        records = in_parallel(run_stage2, grid)
+    else:
+        records = [run_stage2(*job, verbose) for job in grid]
+    if progress:
+        progress(f"{len(records)} stage-2 runs ({len(spec.methods)} methods × {len(spec.seeds)} seeds × "
+                 f"{len(spec.lr_multipliers)} rates) in {time.time() - t0:.0f} s")
     return records

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from core.bhra import adapted_layers, inject, load_adapter, merge, merge_and_unload, save_adapter
 from lab import config
-from lab.config import OFFLINE, RunConfig, resolve, stable_hash, threads, write_json
+from lab.config import OFFLINE, RunConfig, in_parallel, resolve, stable_hash, threads, write_json
 from lab.formats import generate_prompt, is_correct, load_commonsense, load_json_records, tokenize_example
 from lab.offline import BaseSpec, base_model_path, offline_data
 
@@ -198,7 +198,8 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
             num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, lr_scheduler_type="linear",
             weight_decay=0.0, bf16=bf16, logging_steps=cfg.logging_steps,
             save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 10**9, save_total_limit=2,
-            report_to=[], disable_tqdm=not progress, dataloader_num_workers=0)
+            report_to=[], disable_tqdm=not progress, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available())  # pinned memory only helps a GPU
         trainer = _trainer_class()(model=model, args=args, train_dataset=ds,
                                    data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
                                                                         pad_to_multiple_of=8))
@@ -348,14 +349,23 @@ def evaluate_run(cfg: RunConfig, tests: dict, limit: int | None = None) -> dict:
     return evaluate_cfg(model, tokenizer, tests, cfg, limit)
 
 
+def train_many(cfgs: list) -> list[dict]:
+    """Train (or reuse) every run, quietly; the missing offline runs side by side, one per core
+    (config.in_parallel). Each is single-threaded, so its numbers are those of a run on its own."""
+    todo = [c for c in cfgs if c.profile == "offline" and not (run_dir(c) / "run.json").exists()]
+    in_parallel(train, [(c, True, False) for c in todo])
+    return [train(c, verbose=False) for c in cfgs]
+
+
 def train_all(cfgs: dict, verbose: bool = False) -> dict:
     """Train (or reuse) every run; {method: run record}."""
+    if not verbose:
+        train_many(list(cfgs.values()))
     out = {}
     for m, cfg in cfgs.items():
-        t0 = time.time()
         out[m] = train(cfg, verbose=verbose)
         print(f"{m:8s} lr {cfg.learning_rate:.0e}  steps {out[m]['steps']}  final loss {out[m]['losses'][-1][1]:.3f}  "
-              f"({time.time() - t0:.0f} s{', reused' if time.time() - t0 < 1 else ''})")
+              f"({out[m]['seconds']:.0f} s of training)")
     return out
 
 
