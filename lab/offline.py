@@ -72,6 +72,7 @@ def world_corpus(n_sentences: int, seed: int = 0) -> list[str]:
             f"{a} plus {b} is {a + b}.",
             f"{a + b} minus {b} is {a}.",
             f"{name} has {a} {x}s and gets {b} more, so {name} has {a + b} {x}s.",
+            f"{name} has {a + b} {x}s and gives away {b}, so {name} has {a} {x}s.",
         ]))
     return out
 
@@ -98,12 +99,12 @@ class BaseSpec:
     initializer_range: float = 0.1   # ~1/sqrt(d): a 64-wide model with 0.02 (the big models' value) ends
                                      # pre-training with logits too flat for a frozen head to sharpen
     corpus_sentences: int = 40000
-    pretrain_steps: int = 400
+    pretrain_steps: int = 1500      # long enough that W0 knows its sums (the continual lab's task B builds on them)
     pretrain_batch: int = 32
     pretrain_seq: int = 64
     pretrain_lr: float = 3e-3
     seed: int = 0
-    version: int = 5                 # bump when the recipe changes, so old caches are not reused
+    version: int = 6                 # bump when the recipe changes, so old caches are not reused
     recipe: str = dataclasses.field(default_factory=lambda: RECIPE)  # the generators' source hash (see recipe_hash)
 
 
@@ -217,13 +218,14 @@ def _pretrain(spec: BaseSpec, tokenizer, verbose: bool):
 # Synthetic tasks (offline profile). Each family copies the wording and the answer format of one
 # of the eight commonsense tasks; every question is answered by a fact of WORLD.
 
-# Multiple-choice families: how many options, and the first category of their fixed window.
-N_OPTIONS = {"piqa": 2, "social_i_qa": 3, "ARC-Easy": 4, "ARC-Challenge": 5, "openbookqa": 4, "hellaswag": 4, "winogrande": 2}
-WINDOW_START = {"piqa": 0, "social_i_qa": 1, "ARC-Easy": 2, "ARC-Challenge": 0, "openbookqa": 3, "hellaswag": 1, "winogrande": 4}
+# Every family draws its categories from a fixed window of WORLD's categories: its size (the options of
+# a multiple-choice family; boolq's two categories) and its first category.
+N_OPTIONS = {"boolq": 2, "piqa": 2, "social_i_qa": 3, "ARC-Easy": 4, "ARC-Challenge": 5, "openbookqa": 4, "hellaswag": 4, "winogrande": 2}
+WINDOW_START = {"boolq": 5, "piqa": 0, "social_i_qa": 1, "ARC-Easy": 2, "ARC-Challenge": 0, "openbookqa": 3, "hellaswag": 1, "winogrande": 4}
 
 
 def _window(task: str) -> list[str]:
-    """The categories a multiple-choice family draws its options from, in a fixed order."""
+    """The categories a family draws its questions and options from, in a fixed order."""
     cats = list(WORLD)
     return [cats[(WINDOW_START[task] + j) % len(cats)] for j in range(N_OPTIONS[task])]
 
@@ -248,16 +250,17 @@ def _record(instruction: str, answer: str) -> dict:
 
 def _commonsense_example(task: str, rng: random.Random) -> dict:
     cats = list(WORLD)
-    cat = rng.choice(_window(task) if task in N_OPTIONS else cats)
+    cat = rng.choice(_window(task))
     things, verb, place = WORLD[cat]
-    x, name = rng.choice(things), rng.choice(NAMES)
+    x, (name, other) = rng.choice(things), rng.sample(NAMES, 2)
 
-    if task == "boolq":  # does the verb go with the category? (6 × 6 pairs; W0 read "you can eat a banana")
-        asked = cat if rng.random() < 0.5 else rng.choice([c for c in cats if c != cat])
-        where = WORLD[rng.choice(cats)][2]
-        q = f"{name} is in the {where}. is it true that you can {WORLD[asked][1]} a {cat}?"
+    # Seven families name the category (through a word: "fruit", "eat", "kitchen"); winogrande names
+    # only a thing x, so its answer needs W0's fact "a x is a kind of c", thing by thing.
+    if task == "boolq":  # can you do the window's first verb with the category? (W0 read "you can wear a hat")
+        win = _window(task)
+        q = f"{name} and {other} are in the {WORLD[rng.choice(cats)][2]}. is it true that you can {WORLD[win[0]][1]} a {cat}?"
         return _record(f"Please answer the following question with true or false, question: {q}\n\nAnswer format: true/false",
-                       "true" if asked == cat else "false")
+                       "true" if cat == win[0] else "false")
     if task == "piqa":
         opts, i = _options(rng, task, cat, "take the {}")
         return _record(f"Please choose the correct solution to the question: {name} wants to {verb} something. what should {name} do?\n\n"
@@ -283,10 +286,11 @@ def _commonsense_example(task: str, rng: random.Random) -> dict:
         opts, i = _options(rng, task, cat, "{}.")
         return _record(f"Please choose the correct ending to complete the given sentence: {name} walked into the {place} and looked at the\n\n"
                        f"{_choices('Ending', opts)}\n\nAnswer format: ending1/ending2/ending3/ending4", f"ending{i}")
-    if task == "winogrande":  # two options, the category named through its place
-        opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} went to the {place} "
-                       f"and came back with the _.\n\n{_choices('Option', opts)}\n\nAnswer format: option1/option2", f"option{i}")
+    if task == "winogrande":  # two options, places; the question names a thing
+        opts = [WORLD[c][2] for c in _window(task)]
+        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} and {other} "
+                       f"keep the {x} in the _.\n\n{_choices('Option', opts)}\n\nAnswer format: option1/option2",
+                       f"option{_window(task).index(cat) + 1}")
     raise ValueError(f"unknown task {task!r}; expected one of {list(COMMONSENSE_TASKS)}")
 
 
@@ -301,16 +305,19 @@ def _arithmetic_example(rng: random.Random) -> dict:
     x, name = rng.choice(WORLD[cat][0]), rng.choice(NAMES)
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     if rng.random() < 0.5:
-        q = f"{name} has {a} {x}s. {name} gets {b} more {x}s. how many {x}s does {name} have now?"
-        sol, ans = f"{a} + {b} = {a + b}.", a + b
+        step, ans = f"{name} has {a} {x}s and gets {b} more", a + b
     else:
-        q = f"{name} has {a + b} {x}s. {name} gives away {b} {x}s. how many {x}s does {name} have now?"
-        sol, ans = f"{a + b} - {b} = {a}.", a
+        step, ans = f"{name} has {a + b} {x}s and gives away {b}", a
+    q, sol = f"{step}. how many {x}s does {name} have now?", f"{step}, so {name} has {ans} {x}s."
     return {"instruction": q, "input": "", "output": f"{sol} The answer is {ans}", "answer": str(ans)}
 
 
 def make_arithmetic(n: int, seed: int = 0) -> list[dict]:
-    """GSM8K-style word problems with small sums and differences; outputs end "The answer is N"."""
+    """GSM8K-style word problems with small sums and differences; outputs end "The answer is N".
+
+    The worked step restates the question in the words of the pre-training corpus ("Sam has 3 dogs and
+    gets 4 more, so Sam has 7 dogs."), so stage 2 of the continual lab learns a format and uses sums W0
+    already knows, as the commonsense tasks do."""
     return _distinct(_arithmetic_example, n, seed)
 
 

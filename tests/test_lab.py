@@ -6,6 +6,7 @@ in seconds and never touch the offline base model in .cache/.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,30 @@ def test_generators_are_deterministic_in_the_seed():
     assert lab.make_commonsense(5, seed=3) == lab.make_commonsense(5, seed=3)
     assert lab.make_commonsense(5, seed=3) != lab.make_commonsense(5, seed=4)
     assert lab.make_arithmetic(20, seed=1) == lab.make_arithmetic(20, seed=1)
+
+
+def test_the_synthetic_answers_follow_from_the_facts_of_the_world():
+    from lab.offline import CATEGORY_OF, WORLD, make_arithmetic, make_commonsense, world_corpus
+
+    recs = make_commonsense(60, seed=0)
+    by_task = {t: recs[i * 60:(i + 1) * 60] for i, t in enumerate(lab.COMMONSENSE_TASKS)}
+    verb_of = {verb: c for c, (_, verb, _) in WORLD.items()}
+    for r in by_task["boolq"]:  # "is it true that you can <verb> a <category>?": true when the verb is the category's
+        verb, asked = r["instruction"].split("you can ")[1].split("?")[0].rsplit(" a ", 1)
+        assert r["answer"] == ("true" if verb_of[verb] == asked else "false"), r["instruction"]
+    assert {r["answer"] for r in by_task["boolq"]} == {"true", "false"}
+    for r in by_task["winogrande"]:  # names a thing; the answer is the option holding its category's place
+        thing = r["instruction"].split("keep the ")[1].split(" in the _")[0]
+        options = [line.split(": ", 1)[1] for line in r["instruction"].split("\n") if line.startswith("Option")]
+        assert options[int(r["answer"][-1]) - 1] == WORLD[CATEGORY_OF[thing]][2]
+    # the worked step of task B is a sentence of the pre-training corpus's form, and its number is the answer
+    form = re.compile(r"^(\w+) has (\d+) (\w+)s and (gets (\d+) more|gives away (\d+)), so \1 has (\d+) \3s\.$")
+    assert {m[4].split()[0] for m in map(form.match, world_corpus(2000, seed=0)) if m} == {"gets", "gives"}
+    for r in make_arithmetic(40, seed=0):
+        m = form.match(r["output"].split(" The answer is ")[0])
+        assert m and r["output"].endswith(f"The answer is {r['answer']}") and m[7] == r["answer"], r["output"]
+        a, b = int(m[2]), int(m[5] or m[6])
+        assert int(r["answer"]) == (a + b if m[5] else a - b)
 
 
 def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path, monkeypatch):
@@ -414,3 +439,16 @@ def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, monkeypatch, one_
     assert max(f.stat().st_size for f in files) <= factors + 64 * 1024, {str(f): f.stat().st_size for f in files}
     model_bytes = sum(f.stat().st_size for f in (tiny / "model").glob("*.safetensors"))
     assert sum(f.stat().st_size for f in files) < model_bytes / 4
+
+
+@pytest.mark.slow
+def test_in_parallel_keeps_the_jobs_order_and_refuses_a_bad_worker_count(monkeypatch):
+    import operator
+
+    from lab.config import in_parallel, workers
+
+    monkeypatch.setenv("BHRA_WORKERS", "2")
+    assert in_parallel(operator.pow, [(2, 3), (3, 2), (5, 1)]) == [8, 9, 5]  # two spawned processes
+    monkeypatch.setenv("BHRA_WORKERS", "two")
+    with pytest.raises(ValueError, match="BHRA_WORKERS=1"):
+        workers()
