@@ -55,6 +55,7 @@ def _run_marked(cwd: Path, marker: str, report: Path) -> dict[str, str]:
     return outcomes
 
 
+@pytest.mark.slow  # runs the suite again in subprocesses: out of the quick loop
 def test_every_stage_with_exercises_has_tests_that_fail_on_stubs_and_pass_on_the_reference(tmp_path):
     ids = _exercise_ids()
     assert len(ids) >= 8, f"the course promises 8-12 exercises, core/ marks {len(ids)}"
@@ -78,6 +79,7 @@ def test_every_stage_with_exercises_has_tests_that_fail_on_stubs_and_pass_on_the
         assert listed.returncode == 0, f"exercise{n} marks no test"
 
 
+@pytest.mark.slow  # runs the suite again in subprocesses: out of the quick loop
 def test_the_rest_of_the_suite_still_collects_in_the_student_copy(tmp_path):
     student = tmp_path / "student"
     exercises.write_student_copy(student)
