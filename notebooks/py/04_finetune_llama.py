@@ -17,7 +17,7 @@
 #            data/LLM-Adapters, r=32, b=8 (r_b=4), k=2, alpha=64, targets q,k,v,o,gate,up,down,
 #            bf16, cutoff 256, 2 epochs, batch 16 (micro-batch 4), 4-beam decoding, one GPU
 #   offline: the small Llama built by lab.offline, synthetic tasks in the same format, r=8, b=4 (r_b=2),
-#            k=2, alpha=16, the same seven targets, cutoff 256, 150 steps of batch 16, greedy decoding, CPU
+#            k=2, alpha=16, the same seven targets, cutoff 256, 300 steps of batch 16, greedy decoding, CPU
 import os
 import sys
 from pathlib import Path
@@ -307,7 +307,9 @@ print(f"merged: {n_adapted} adapted layers -> {len(adapted_layers(adapted))}; {L
 print("merged weight == W0 + ΔW:", all(torch.equal(adapted.get_submodule(k).weight, v) for k, v in expected.items()))
 with torch.no_grad():
     merged_logits = adapted(**batch).logits
-print("merged output == unmerged output (float32 round-off, atol 1e-5):", torch.allclose(merged_logits, unmerged_logits, rtol=0, atol=1e-5))
+ROUND_OFF = 1e-5 * unmerged_logits.abs().max().item()  # float32 round-off, relative to the largest logit
+print("merged output == unmerged output (float32 round-off, 1e-5 of the largest logit):",
+      torch.allclose(merged_logits, unmerged_logits, rtol=0, atol=ROUND_OFF))
 try:
     merge(adapted)
 except RuntimeError as err:
@@ -327,7 +329,7 @@ except ValueError as err:
 print("... and changed nothing:", len(adapted_layers(adapted)) == n_adapted)
 with torch.no_grad():
     last.B.copy_(keep)
-assert torch.allclose(merged_logits, unmerged_logits, rtol=0, atol=1e-5)
+assert torch.allclose(merged_logits, unmerged_logits, rtol=0, atol=ROUND_OFF)
 
 # %%
 print(f"largest |merged − unmerged| logit difference: {(merged_logits - unmerged_logits).abs().max().item():.1e} "

@@ -297,8 +297,7 @@ for k, v in checks.items():
     print(f"{'holds' if v else 'FAILS'}: {k}")
 print("  stage 1 learned A:", ", ".join(f"{m} {'yes' if v else 'NO'}" for m, v in learned.items()))
 # OPEN: what the committed offline world does not meet yet (printed above as FAILS)
-OPEN = {"every method's plasticity spans >= 20 points across its sweep",
-        "every method's stage-1 accuracy on A beats chance and the majority answer"}
+OPEN = {"every method's plasticity spans >= 20 points across its sweep"}
 assert all(v for k, v in checks.items() if k not in OPEN and not (GRID_NAME != "full" and "spans" in k)), checks
 defined = matched.retention_mean.notna()
 if defined.loc[list(ADDITIVE)].all():
@@ -333,9 +332,14 @@ print(line("HiRA − additive-control mean", hira_gap))
 print(line("ablation − additive-control mean", abl_gap))
 print(line("ablation − BHRA", abl_vs_bhra))
 print(line("BHRA − LoRA", bhra_vs_lora))
-a = verdict(gap)
+# Matching at a plasticity that always giving B's most common answer would reach compares models that have not learned B:
+# the claim is about a trade-off, so it is only testable where P* clears that baseline.
+testable = summary.level > MAJ_B
+a = verdict(gap) if testable else "untestable"
 print("\nclaim (a), BHRA retains more than the additive controls at matched plasticity:",
-      {"above": "HELD here", "below": "NOT HELD here (BHRA retains less)", "inconclusive": "NOT SHOWN here (the interval contains 0)"}.get(a, a))
+      {"above": "HELD here", "below": "NOT HELD here (BHRA retains less)", "inconclusive": "NOT SHOWN here (the interval contains 0)",
+       "untestable": f"NOT TESTABLE here (P* = {summary.level:.1f} % does not clear B's majority answer, {MAJ_B:.1f} %: "
+                     "at the matched level no method has learned B)"}.get(a, a))
 if a == "above":
     b = verdict(abl_vs_bhra)
     print("claim (b), the gain survives normalising the blocks:",
@@ -357,6 +361,7 @@ def ci(d):
 results = {
     "grid": GRID_NAME, "seeds": list(spec.seeds), "lr_multipliers": list(spec.lr_multipliers), "profile": PROFILE,
     "level_Pstar": round(summary.level, 1), "level_methods": list(summary.level_methods),
+    "claim_a": a,  # the printed verdict of claim (a): above / below / inconclusive / untestable / too few seeds
     "baselines": {"A_chance": round(CH_A, 1), "A_majority": round(MAJ_A, 1), "B_majority": round(MAJ_B, 1)},
     "plasticity_span": {m: round(v, 1) for m, v in spans.items()},
     "matched_retention": {m: {"mean": None if np.isnan(r.retention_mean) else round(r.retention_mean, 1),

@@ -279,11 +279,12 @@ targets = [(n, mod.weight.detach().float()) for n, mod in probe.named_modules() 
 w0_gini_G = pd.Series({n: gini(block_energy(W, G)) for n, W in targets})      # W0's own block Gini on the common grid
 ceiling_sweep = float(np.mean([min(W.shape) for _, W in targets]))            # min(m, n), mean over layers
 t0 = time.time()
+sweep_cfgs = {(rb, b, seed): lab.configs(PROFILE, ["bhra"], seed=seed, b=b, **SWEEP)["bhra"] for rb, b in pairs for seed in SEEDS}
+lab.train_many(list(sweep_cfgs.values()))  # offline: the missing runs side by side, one per core
 sweep = []
 for rb, b in pairs:
     for seed in SEEDS:
-        cfg = lab.configs(PROFILE, ["bhra"], seed=seed, b=b, **SWEEP)["bhra"]
-        lab.train(cfg, verbose=False)
+        cfg = sweep_cfgs[(rb, b, seed)]
         model, tok = lab.load_trained(cfg)
         m = update_measures(layer_updates(model), g=G, threshold=THRESHOLD)
         _, tests = lab.load_commonsense(lab.data_dir(cfg), split="test")
