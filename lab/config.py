@@ -196,15 +196,23 @@ def workers() -> int:
 
 def in_parallel(fn, jobs: list[tuple]) -> list:
     """[fn(*job) for job in jobs], spread over `workers()` fresh processes; results in the jobs' order.
-    `fn` must be importable (a module's function), as the processes are spawned, not forked."""
+    `fn` must be importable (a module's function), as the processes are spawned, not forked: they start
+    from fresh imports, and get this process's cache folder (`CACHE`) but no other change made at run time."""
     n = min(workers(), len(jobs))
     if n <= 1:
         return [fn(*job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=quiet) as pool:
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
+                             initargs=(CACHE,)) as pool:
         return list(pool.map(fn, *zip(*jobs)))
+
+
+def _worker(cache: Path) -> None:
+    global CACHE
+    CACHE = cache
+    quiet()
 
 
 def quiet() -> None:
