@@ -419,7 +419,7 @@ for m in METHODS:
 import pandas as pd
 from lab.protocol import settings_table
 with pd.option_context("display.max_colwidth", None):
-    display(settings_table(first).style.hide(axis="index"))
+    display(settings_table(first).style.set_uuid("settings").hide(axis="index"))  # a fixed id: the same HTML every run
 
 # %%
 # NBVAL_IGNORE_OUTPUT
