@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import time
 
 import numpy as np
@@ -133,6 +134,8 @@ def main():
     p.add_argument("--spec", default=None, help='BaseSpec overrides as JSON, e.g. \'{"pretrain_steps": 800}\' (to try a recipe)')
     p.add_argument("--run", default=None, help='RunConfig overrides for every run as JSON, e.g. \'{"max_steps": 200}\'')
     a = p.parse_args()
+    if a.spec or a.run:  # the overrides below patch this process's modules, which spawned workers would not see
+        os.environ["BHRA_WORKERS"] = "1"
     if a.spec:  # every BaseSpec() of the harness gets these defaults (identity and build alike)
         import lab.finetune
         import lab.offline
