@@ -32,3 +32,11 @@ def test_the_syllabus_quotes_each_notebooks_recorded_time():
     for row in rows:
         (stem,) = [s for s in t if s.startswith(f"0{row[1].strip()}_")]
         assert row[6].strip() == run_time(t[stem]), (stem, row[6])
+
+
+def test_the_readme_says_which_budget_the_recorded_times_miss():
+    t = json.loads((REPO / "notebooks" / "results" / "timings.json").read_text())
+    (line,) = [l for l in (REPO / "README.md").read_text().split("\n\n") if "The project's budgets" in l]
+    assert ("`make test` (missed" in line) == (t["make_test_seconds"] > 20 * 60), line
+    assert ("`make notebooks` (missed" in line) == (t["total_seconds"] > 20 * 60), line
+    assert ("`make test-core` (missed" in line) == (t["make_test_core_seconds"] > 60), line
