@@ -199,7 +199,10 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
             weight_decay=0.0, bf16=bf16, logging_steps=cfg.logging_steps,
             save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 10**9, save_total_limit=2,
             report_to=[], disable_tqdm=not progress, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available())  # pinned memory only helps a GPU
+            dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory only helps a GPU
+            # on CPU, only use_cpu makes the Trainer join torchrun's gloo group; without it every rank
+            # trains the whole run alone and writes the same checkpoint folder as the others
+            use_cpu=not torch.cuda.is_available())
         trainer = _trainer_class()(model=model, args=args, train_dataset=ds,
                                    data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
                                                                         pad_to_multiple_of=8))
@@ -210,6 +213,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
         if last and verbose:
             print(f"resuming from {last}")
         result = trainer.train(resume_from_checkpoint=last)
+        _barrier()  # every rank has written its share of the last checkpoint before rank 0 deletes them
 
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     if args.should_save:
@@ -226,7 +230,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
         shutil.rmtree(out / "trainer", ignore_errors=True)  # a finished run needs no checkpoint
         record = {"config": dataclasses.asdict(cfg), "run_dir": str(out), "learning_rate": cfg.learning_rate,
                   "trainable": count_trainable(model), "total": sum(p.numel() for p in model.parameters()),
-                  "steps": trainer.state.global_step, "train_loss": result.training_loss,
+                  "steps": trainer.state.global_step, "world_size": args.world_size, "train_loss": result.training_loss,
                   "resumed_from": last, "seconds": round(time.time() - t0, 1), "losses": losses}
         write_json(out / "run.json", record)
     _barrier()

@@ -57,6 +57,7 @@ def test_cli_under_torchrun_two_gloo_processes(tiny_run):
     runs = list((cache / "runs" / "offline").glob("bhra-*/run.json"))
     assert len(runs) == 1, runs                                  # both ranks trained the same run
     rec = json.loads(runs[0].read_text())
+    assert rec["world_size"] == 2, rec["world_size"]            # one data-parallel run, not two lone ones
     assert rec["steps"] == 2 and all(0 < loss < float("inf") for _, loss in rec["losses"])
     assert sorted(p.name for p in runs[0].parent.iterdir()) == ["adapter", "run.json"]   # checkpoints gone
     # the folder is the one the single-process CLI names for the same flags
