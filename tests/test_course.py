@@ -171,3 +171,23 @@ def test_the_link_checker_sees_links_and_skips_code(tmp_path):
     assert _links(doc) == ["a.md", "img/b.png", "https://x.org", "#top"]
     assert [t for t, _ in _relative_targets(doc)] == ["a.md", "img/b.png"]
     assert _mentions(doc) == {"1.2", "3.1"}
+
+
+def test_lesson_05_sizes_and_standard_errors_follow_the_offline_test_sets():
+    """Lesson 05 quotes the offline test-set sizes and the standard errors they give; both come from
+    lab.offline_data's defaults, so a change of test-set size fails here until the lesson follows."""
+    import inspect
+    import math
+
+    import lab
+
+    n_task = inspect.signature(lab.offline_data).parameters["n_test_per_task"].default
+    n_all = n_task * len(lab.COMMONSENSE_TASKS)
+    text = (LESSONS / "05_evaluation.md").read_text()
+    se = lambda p, n: f"{100 * math.sqrt(p * (1 - p) / n):.1f}"  # noqa: E731
+    assert f"| offline, one task | {n_task} | {se(.6, n_task)} points | {se(.8, n_task)} points |" in text
+    assert f"| offline, average of {len(lab.COMMONSENSE_TASKS)} tasks | {n_all} | {se(.6, n_all)} | {se(.8, n_all)} |" in text
+    two_se = lambda n: round(200 * math.sqrt(2 * .25 / n))  # noqa: E731  two SEs of a difference at p = 0.5
+    assert f"have {n_task} examples per task" in text
+    assert f"about {two_se(n_task)} points per task (`n = {n_task}`, `p = 0.5`)" in text
+    assert f"about {two_se(n_all)} points on the eight-task average\n   (`n = {n_all}`)" in text
