@@ -68,7 +68,8 @@ ABLATION = ABLATIONS[0]  # "bhra_blocknorm": BHRA with every W0 block normalised
 #              interpolated mean envelope. Outside a method's envelope the value is NaN (no extrapolation).
 #   additive   per seed, the mean of the additive controls' matched retention (LoRA, GraLoRA, ABBA), then
 #              mean ± std over seeds; `gap` is each method minus that, seed by seed, with a 95 % t-interval
-#              on the paired difference (lab.stats); `verdict` reads it ("too few seeds" below 3 seeds).
+#              on the paired difference (lab.stats); `verdict` reads it ("too few seeds" below 3 seeds), and
+#              `claim` says "untestable" where P* does not clear task B's majority-answer accuracy.
 
 COLUMNS = ("method", "seed", "lr", "acc_A_stage1", "acc_A_stage2", "acc_B_stage2")
 LEVEL_METHODS = ADDITIVE + ("bhra",)  # the fixed set P* is defined on
@@ -97,6 +98,12 @@ class ContinualSummary:
     def verdict(self, method: str) -> str:
         """Is `method`'s gap to the additive controls above 0, below, or inconclusive? ("too few seeds" below 3)."""
         return verdict(self.gap(method))
+
+    def claim(self, method: str = "bhra", floor: float = -math.inf) -> str:
+        """The paper's claim (a) for `method`: its verdict, or "untestable" when P* does not clear `floor`, task
+        B's majority-answer accuracy. Matched there, no method has learned more of B than one constant answer
+        gives, so retention is compared between models that made no trade-off at all."""
+        return self.verdict(method) if self.level > floor else "untestable"
 
 
 def _std(x: np.ndarray) -> float:

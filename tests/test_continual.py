@@ -111,6 +111,20 @@ def test_matched_retention_uses_the_non_dominated_envelope():
     assert s.level == 30 and summarize(t).level == pytest.approx(40)
 
 
+def test_the_claim_is_untestable_where_the_level_does_not_clear_b_s_majority_answer():
+    # three seeds, one rate each, every method at P = 50: P* = 50. BHRA retains 70 + s, each control 40 + s,
+    # so BHRA's gap is 30 on every seed (interval [30, 30]): "above" when B's majority answer is below 50;
+    # at 50 or more, the matched models learned no more of B than a constant answer: "untestable".
+    t = sum((rows(m, {1: [(s, 90, r + s, 50) for s in range(3)]})
+             for m, r in [("lora", 40), ("gralora", 40), ("abba", 40), ("bhra", 70)]), [])
+    s = summarize(t)
+    assert s.level == 50 and s.gap("bhra").mean == pytest.approx(30)
+    assert s.claim("bhra", floor=49.9) == "above" and s.claim("bhra") == "above"
+    assert s.claim("bhra", floor=50) == "untestable"
+    two_seeds = summarize([r for r in t if r["seed"] < 2])
+    assert two_seeds.claim("bhra", floor=10) == "too few seeds" and two_seeds.claim("bhra", floor=60) == "untestable"
+
+
 def test_envelope_keeps_ties_and_drops_strictly_dominated_points():
     from lab.continual import envelope
 
