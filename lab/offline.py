@@ -235,7 +235,8 @@ def _options(rng: random.Random, task: str, cat: str, fmt: str = "{}") -> tuple[
 
     Option j is always a thing of the window's j-th category, so the answer follows from the
     category the question points at (through a word: "fruit", "eat", "kitchen") and W0's knowledge
-    of the words - a rule a tiny model can pick up in a few hundred steps."""
+    of the words. Full fine-tuning learns every family's rule in the offline step budget; an adapter
+    learns a family's rule whole or not at all, depending on the seed (notebook 05)."""
     win = _window(task)
     return [fmt.format(rng.choice(WORLD[c][0])) for c in win], win.index(cat) + 1
 
