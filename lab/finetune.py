@@ -363,11 +363,9 @@ def train_many(cfgs: list) -> list[dict]:
 
 def train_all(cfgs: dict, verbose: bool = False) -> dict:
     """Train (or reuse) every run; {method: run record}."""
-    if not verbose:
-        train_many(list(cfgs.values()))
-    out = {}
+    records = train_many(list(cfgs.values())) if not verbose else [train(c) for c in cfgs.values()]
+    out = dict(zip(cfgs, records))
     for m, cfg in cfgs.items():
-        out[m] = train(cfg, verbose=verbose)
         print(f"{m:8s} lr {cfg.learning_rate:.0e}  steps {out[m]['steps']}  final loss {out[m]['losses'][-1][1]:.3f}  "
               f"({out[m]['seconds']:.0f} s of training)")
     return out

@@ -313,7 +313,9 @@ print("envelopes that do not reach P*:", ", ".join(missing) if missing else "non
 # The claim has two parts: (a) BHRA's retention at matched plasticity lies above the additive-control mean; (b) by the referee's logic,
 # if that gain comes from the blocks rather than from scaling by $|W_0|$, the normalised-block ablation keeps it, i.e. the ablation
 # minus BHRA is not below zero. Every comparison is paired by seed with a 95 % t-interval; the verdicts below are printed by
-# `lab.stats.verdict` from those intervals, and read "too few seeds" with fewer than three seeds. The last table shows how BHRA's gap
+# `lab.stats.verdict` from those intervals, and read "too few seeds" with fewer than three seeds. Claim (a) is
+# "not testable" where $P^\*$ does not clear the accuracy on B of always giving B's most common answer: matched there, no
+# method has learned B, so no trade-off is compared (`ContinualSummary.claim`). The last table shows how BHRA's gap
 # moves when $P^\*$ moves by a few points: a verdict that flips there hinges on where $P^\*$ happens to fall.
 
 # %%
