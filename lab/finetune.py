@@ -120,6 +120,7 @@ def run_dir(cfg: RunConfig) -> Path:
 def prepare_model(cfg: RunConfig, verbose: bool = True):
     """Base model + adapters (frozen W0), or the whole model trainable for "full"."""
     model, tokenizer = load_model(cfg.model)
+    torch.manual_seed(cfg.seed)  # here, not before loading: building the offline base on the way draws random numbers
     if cfg.method == "full":
         model.requires_grad_(True)
         if verbose:
@@ -182,7 +183,6 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, progress: bo
               "(hours for a 1B model; install the CUDA build of torch on a GPU machine)")
     t0 = time.time()
     with threads(1) if cfg.profile == "offline" else nullcontext():
-        torch.manual_seed(cfg.seed)
         model, tokenizer = prepare_model(cfg, verbose=verbose)
         tokenizer.padding_side = "right"
         ds = load_json_records(data_dir(cfg) / cfg.train_file)

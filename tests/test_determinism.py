@@ -8,7 +8,9 @@ processes (fresh interpreters: no state shared through imports, caches or RNGs) 
   tokenizer file and the same weights, bit for bit (lab.offline pins the build to one thread);
 * one short fine-tuning run, twice, by processes at 1 and 2 torch threads: the same loss history, exactly
   (lab.finetune pins offline training to one thread), and the same adapter tensors;
-* the synthetic data folder, written twice: the same bytes (no set or dict ordering leaks into the files).
+* the synthetic data folder, written twice: the same bytes (no set or dict ordering leaks into the files);
+* a run whose process builds the base model on the way (a fresh clone's first run) and the same run where
+  the base was already built: the same loss history (building draws random numbers; the adapters must not).
 
 A small BaseSpec keeps the builds short (a few seconds each); the recipe is the real one.
 """
@@ -42,6 +44,22 @@ base = base_model_path(BaseSpec(**json.loads(sys.argv[2])), verbose=False)
 data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0)
 cfg = lab.preset("offline", method=sys.argv[3], model=str(base), data_dir=str(data), max_steps=6, batch_size=8,
                  micro_batch_size=8, warmup_steps=1, logging_steps=1, n_train=48)
+rec = lab.train(cfg, verbose=False)
+print(json.dumps({"losses": rec["losses"], "run_dir": rec["run_dir"], "data": str(data)}))
+"""
+
+# model="offline" with the small spec as its default: train() meets no base and builds it itself
+TRAIN_COLD = """
+import functools, json, sys, torch
+torch.set_num_threads(1)
+import lab, lab.finetune, lab.offline
+from lab.offline import BaseSpec, offline_data
+lab.quiet()
+lab.offline.BaseSpec = lab.finetune.BaseSpec = functools.partial(BaseSpec, **json.loads(sys.argv[2]))
+data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0)
+cfg = lab.preset("offline", method=sys.argv[3], data_dir=str(data), max_steps=6, batch_size=8,
+                 micro_batch_size=8, warmup_steps=1, logging_steps=1, n_train=48)
+assert not (lab.config.CACHE / "base").exists()
 rec = lab.train(cfg, verbose=False)
 print(json.dumps({"losses": rec["losses"], "run_dir": rec["run_dir"], "data": str(data)}))
 """
@@ -99,3 +117,13 @@ def test_fine_tuning_is_identical_across_processes_and_thread_counts(tmp_path):
     files = sorted(p.relative_to(da) for p in da.rglob("*.json"))
     assert files and files == sorted(p.relative_to(db) for p in db.rglob("*.json"))
     assert all((da / f).read_bytes() == (db / f).read_bytes() for f in files)
+
+
+@pytest.mark.slow
+def test_a_run_that_builds_the_base_on_the_way_equals_one_that_found_it_built(tmp_path):
+    spec = json.dumps(SMALL)
+    cold = _run(TRAIN_COLD, tmp_path / "a", 1, spec, "lora")
+    warm = _run(TRAIN, tmp_path / "b", 1, spec, "lora")
+    assert len(cold["losses"]) == 6
+    assert cold["losses"] == warm["losses"]
+    assert _same_tensors(_tensors(Path(cold["run_dir"]) / "adapter"), _tensors(Path(warm["run_dir"]) / "adapter"))
