@@ -53,7 +53,7 @@ LEARNING_RATES = {
     #            paper   offline
     "lora":    {"paper": 3e-4, "offline": 2e-2},
     "dora":    {"paper": 2e-4, "offline": 2e-2},
-    "hira":    {"paper": 1e-3, "offline": 1e-1},
+    "hira":    {"paper": 1e-3, "offline": 3e-2},
     "abba":    {"paper": 1e-3, "offline": 6e-3},
     "gralora": {"paper": 2e-4, "offline": 2e-2},
     "bhra":    {"paper": 1e-3, "offline": 1e-1},

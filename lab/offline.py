@@ -4,7 +4,7 @@ No machine of this project reaches a model hub, so the `offline` profile builds 
 profile downloads, and hands it to the same code:
 
 * a base model - a small LlamaForCausalLM (RoPE, SwiGLU, grouped-query attention, tied embeddings)
-  with a byte-level BPE tokenizer, pre-trained on sentences about a tiny world, saved with
+  with a byte-level BPE tokenizer, pre-trained on sentences and short stories about a tiny world, saved with
   `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
 * data - synthetic tasks in the LLM-Adapters JSON format and folder layout, read back with `datasets`.
 
@@ -34,7 +34,8 @@ from lab.formats import COMMONSENSE_TASKS, generate_prompt
 # The base model
 # ----------------------------------------------------------------------------------------------
 # A tiny world: things in categories, each category with a verb ("you can eat a fruit") and a
-# place ("in the kitchen"). Pre-training on plain sentences about this world puts the facts in W0;
+# place ("in the kitchen"). Pre-training on sentences about this world puts the facts in W0, and on
+# short stories whose end depends on their beginning the habit of looking far back in a document;
 # the fine-tuning tasks of section 3 ask about the same facts in the LLM-Adapters answer formats,
 # so a fine-tune has to learn the format and how to use what W0 already knows.
 
@@ -51,8 +52,8 @@ CATEGORY_OF = {thing: cat for cat, (things, _, _) in WORLD.items() for thing in 
 NAMES = ("Sam", "Mia", "Tom", "Ana", "Leo", "Kim", "Max", "Eva", "Ben", "Zoe")
 
 
-def world_corpus(n_sentences: int, seed: int = 0) -> list[str]:
-    """Plain sentences about the world and small sums: what the offline base model pre-trains on."""
+def world_sentences(n_sentences: int, seed: int = 0) -> list[str]:
+    """Plain sentences about the world and small sums."""
     rng = random.Random(seed)
     cats = list(WORLD)
     out = []
@@ -77,6 +78,33 @@ def world_corpus(n_sentences: int, seed: int = 0) -> list[str]:
     return out
 
 
+def _story(rng: random.Random) -> str:
+    """A short story whose last sentence depends on its first, across unrelated sentences: "Eva wants to wear
+    something. <facts and sums> so Eva takes the dress." The answer of a task prompt depends on a word many
+    tokens back (the category named in the question); a base pre-trained on single sentences never needed to
+    look that far, and adapters then had to build that attention themselves, which they did only on some seeds."""
+    cat = rng.choice(list(WORLD))
+    things, verb, place = WORLD[cat]
+    x0, x, name = rng.choice(things), rng.choice(things), rng.choice(NAMES)
+    kind = rng.randrange(4)  # what the first sentence names: a verb, a place, a category or a thing
+    opener = [f"{name} wants to {verb} something.", f"{name} goes to the {place}.",
+              f"{name} is looking for a {cat}.", f"{name} sees a {x0}."][kind]
+    closer = [f"so {name} takes the {x}.", f"there {name} finds a {x}.", f"{name} finds the {x}.",
+              f"{name} keeps it in the {place}."][kind]
+    middle = world_sentences(rng.randint(0, 4), rng.randrange(10**9))
+    return " ".join([opener] + middle + [closer])
+
+
+STORY_FRACTION = 0.4  # of the corpus's documents
+
+
+def world_corpus(n_docs: int, seed: int = 0) -> list[str]:
+    """What the offline base model pre-trains on: plain sentences about the world and small sums, and stories."""
+    rng = random.Random(seed + 11)
+    n_stories = int(n_docs * STORY_FRACTION)
+    return world_sentences(n_docs, seed)[: n_docs - n_stories] + [_story(rng) for _ in range(n_stories)]
+
+
 def word_salad(n_docs: int, seed: int = 0, words_per_doc: int = 12) -> list[str]:
     """Shuffled words of prompts and answers: every token of the vocabulary occurs in pre-training
     (as in a real LLM, whose embeddings have all been trained), but no task structure does."""
@@ -99,12 +127,12 @@ class BaseSpec:
     initializer_range: float = 0.1   # ~1/sqrt(d): a 64-wide model with 0.02 (the big models' value) ends
                                      # pre-training with logits too flat for a frozen head to sharpen
     corpus_sentences: int = 40000
-    pretrain_steps: int = 1500      # long enough that W0 knows its sums (the continual lab's task B builds on them)
-    pretrain_batch: int = 32
-    pretrain_seq: int = 64
+    pretrain_steps: int = 1500
+    pretrain_batch: int = 16
+    pretrain_seq: int = 128          # a whole task prompt (70-100 tokens) fits in one window
     pretrain_lr: float = 3e-3
     seed: int = 0
-    version: int = 6                 # bump when the recipe changes, so old caches are not reused
+    version: int = 7                 # bump when the recipe changes, so old caches are not reused
     recipe: str = dataclasses.field(default_factory=lambda: RECIPE)  # the generators' source hash (see recipe_hash)
 
 
@@ -116,10 +144,10 @@ def recipe_hash() -> str:
     and a shared .cache once served data written by an intermediate edit)."""
     import inspect
 
-    parts = [inspect.getsource(f) for f in (world_corpus, word_salad, build_tokenizer, _tokenizer_texts, _pretrain,
+    parts = [inspect.getsource(f) for f in (world_sentences, _story, world_corpus, word_salad, build_tokenizer, _tokenizer_texts, _pretrain,
                                             _window, _options, _choices, _record, _commonsense_example, make_commonsense,
                                             _arithmetic_example, make_arithmetic, _distinct, offline_data)]
-    return stable_hash([parts, WORLD, NAMES, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
+    return stable_hash([parts, WORLD, NAMES, STORY_FRACTION, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
 
 
 SPECIAL_TOKENS = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}

@@ -195,7 +195,7 @@ plt.show()
 # 1. every adapter's average beats chance **and** the majority answer by at least 15 points;
 # 2. no task is degenerate: none where every method is at 98 % or more, none where every method gives one constant answer;
 # 3. each task's test set is large enough that one task's standard error is at most 3 points;
-# 4. (full grid only) at least three seeds per mean.
+# 4. (full grid only) at least three seeds per mean; a reduced grid prints criterion 1 without asserting it.
 #
 # What is *not* asserted is any ranking between the methods: that is what the next section measures.
 
@@ -212,10 +212,8 @@ checks = {
 }
 for k, v in checks.items():
     print(f"{'holds' if v else 'FAILS'}: {k}")
-# The offline world is meant to meet all four. OPEN lists those the committed offline world does not meet yet (printed above
-# as FAILS); every other one is asserted.
-OPEN = {"every adapter's average >= max(chance, majority) + 15"}
-assert all(v for k, v in checks.items() if k not in OPEN), checks
+# All four are asserted on the full grid; the first is a claim about means over >= 3 seeds, so a reduced grid only prints it.
+assert all(v for k, v in checks.items() if GRID_NAME == "full" or not k.startswith("every adapter's average")), checks
 if GRID_NAME == "full":
     assert len(SEEDS) >= MIN_SEEDS
 base_acc = {}  # the untuned base answers in no format at all: it scores below every baseline
