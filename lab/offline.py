@@ -144,9 +144,10 @@ def recipe_hash() -> str:
     and a shared .cache once served data written by an intermediate edit)."""
     import inspect
 
-    parts = [inspect.getsource(f) for f in (world_sentences, _story, world_corpus, word_salad, build_tokenizer, _tokenizer_texts, _pretrain,
-                                            _window, _options, _choices, _record, _commonsense_example, make_commonsense,
-                                            _arithmetic_example, make_arithmetic, _distinct, offline_data)]
+    parts = [inspect.getsource(f) for f in (world_sentences, _story, world_corpus, word_salad, build_tokenizer,
+                                            _tokenizer_texts, _pretrain, _window, _options, _choices, _record,
+                                            _commonsense_example, make_commonsense, _arithmetic_example,
+                                            make_arithmetic, _distinct, offline_data)]
     return stable_hash([parts, WORLD, NAMES, STORY_FRACTION, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
 
 

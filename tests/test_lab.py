@@ -452,3 +452,31 @@ def test_in_parallel_keeps_the_jobs_order_and_refuses_a_bad_worker_count(monkeyp
     monkeypatch.setenv("BHRA_WORKERS", "two")
     with pytest.raises(ValueError, match="BHRA_WORKERS=1"):
         workers()
+
+
+def test_the_stories_end_with_what_their_first_sentence_implies():
+    """Each story's last sentence follows from its first (a verb, place or category -> a thing of that category;
+    a thing -> its category's place), with unrelated sentences between them."""
+    from lab.offline import CATEGORY_OF, STORY_FRACTION, WORLD, world_corpus
+
+    n = 500
+    stories = world_corpus(n, seed=0)[n - int(n * STORY_FRACTION):]
+    cat_of_word = {w: c for c, (_, verb, place) in WORLD.items() for w in (verb, place, c)}
+    openers = {"verb": r"(\w+) wants to (.+) something", "place": r"(\w+) goes to the (.+)",
+               "category": r"(\w+) is looking for a (.+)", "thing": r"(\w+) sees a (.+)"}
+    closers = {"verb": r"so {} takes the (\w+)", "place": r"there {} finds a (\w+)", "category": r"{} finds the (\w+)",
+               "thing": r"{} keeps it in the (.+)"}
+    kinds = []
+    for s in stories:
+        first, last = s.split(". ")[0], s.rstrip(".").rsplit(". ", 1)[-1]
+        kind, m = next((k, re.fullmatch(o, first)) for k, o in openers.items() if re.fullmatch(o, first))
+        name, word = m[1], m[2]
+        end = re.fullmatch(closers[kind].format(name), last)
+        assert end, s
+        if kind == "thing":
+            assert end[1] == WORLD[CATEGORY_OF[word]][2], s
+        else:
+            assert CATEGORY_OF[end[1]] == cat_of_word[word], s
+        kinds.append(kind)
+    assert len(stories) == 200 and set(kinds) == set(openers)
+    assert max(s.count(". ") for s in stories) >= 4  # some carry unrelated sentences between the two
