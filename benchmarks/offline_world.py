@@ -155,6 +155,7 @@ def main():
     if not a.no_continual:
         res["continual"] = continual(a.continual_methods, a.seeds, a.grid)
     print(f"total {time.time() - t0:.0f} s")
+    res["args"] = vars(a)  # what was measured: methods, seeds, base-model and run overrides
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1, sort_keys=True, default=str)
