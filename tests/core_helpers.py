@@ -116,3 +116,20 @@ def assert_unchanged(model: nn.Module, before: dict):
     assert after["state"].keys() == before["state"].keys(), "state_dict keys changed"
     for k, v in before["state"].items():
         torch.testing.assert_close(after["state"][k], v, rtol=0, atol=0, equal_nan=True, msg=f"{k} changed")
+
+
+def save_tiny_llama(folder, records: list[dict]) -> None:
+    """A one-layer Llama (widths divisible by 8 and 32, random weights) and a BPE tokenizer trained on `records`'
+    prompts and the offline world's corpus, saved with save_pretrained to `folder`: a model folder the harness
+    loads as it loads Llama-3.2-1B."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import lab
+
+    tok = lab.build_tokenizer([lab.generate_prompt(r) for r in records] + lab.world_corpus(200), 400)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import lab
+from core_helpers import save_tiny_llama
 from lab import config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,16 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny_run(tmp_path):
     """A one-layer Llama saved with save_pretrained, and a data folder in LLM-Adapters' layout."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     records = lab.make_commonsense(4, seed=5)
-    tok = lab.build_tokenizer([lab.generate_prompt(r) for r in records] + lab.world_corpus(200), 400)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "model")
-    tok.save_pretrained(tmp_path / "model")
+    save_tiny_llama(tmp_path / "model", records)
     config.write_json(tmp_path / "data" / "ft-training_set" / "commonsense_170k.json", records)
     return tmp_path
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import lab
+from core_helpers import save_tiny_llama
 from lab import config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,17 +34,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A one-layer Llama (widths divisible by 8 and 32) and a data folder in LLM-Adapters' layout."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     root = tmp_path_factory.mktemp("tiny")
     records = lab.make_commonsense(12, seed=5)
-    tok = lab.build_tokenizer([lab.generate_prompt(r) for r in records] + lab.world_corpus(200), 400)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    save_tiny_llama(root / "model", records)
     data = root / "LLM-Adapters"
     config.write_json(data / "ft-training_set" / "commonsense_170k.json", records)
     for task in lab.COMMONSENSE_TASKS:
