@@ -10,7 +10,7 @@ bf16=True, i.e. the Trainer's mixed precision): float32 weights and factors, for
 torch.autocast(bfloat16), backward and AdamW outside it. `--dtype bfloat16 --autocast none` measures
 pure-bf16 weights instead; the cpu and tiny presets run float32 without autocast.
 
-What one row measures (design §1, "Cost"; issue 6):
+What one row measures:
   step time   median over the timed steps (after warm-up) of forward + backward + AdamW step
               + zero_grad on one micro-batch of random tokens, labels = inputs. Wall clock; the CPU
               time of the process (all threads) is kept too: on a shared machine it is the steadier

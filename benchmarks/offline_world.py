@@ -1,4 +1,4 @@
-"""Does the offline world let the methods differ? Measure issue 11's criteria at the committed settings.
+"""Does the offline world let the methods differ? Measures the criteria that notebooks 05 and 06 assert.
 
     python benchmarks/offline_world.py                      # 7 methods x seeds 0,1,2, then the continual grid
     python benchmarks/offline_world.py --seeds 0 --methods lora bhra --no-continual

@@ -1,4 +1,4 @@
-"""Determinism of the offline profile, checked across processes (issue 11, item 1).
+"""Determinism of the offline profile, checked across processes.
 
 What makes notebooks 04-07 reproducible: the offline base model and every fine-tuning run must come out
 bit-identical whichever process builds them first. Each check runs the work twice in fresh Python
