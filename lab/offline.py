@@ -98,11 +98,22 @@ def _story(rng: random.Random) -> str:
 STORY_FRACTION = 0.4  # of the corpus's documents
 
 
-def world_corpus(n_docs: int, seed: int = 0) -> list[str]:
-    """What the offline base model pre-trains on: plain sentences about the world and small sums, and stories."""
-    rng = random.Random(seed + 11)
-    n_stories = int(n_docs * STORY_FRACTION)
-    return world_sentences(n_docs, seed)[: n_docs - n_stories] + [_story(rng) for _ in range(n_stories)]
+def _word_problem(rng: random.Random) -> str:
+    """A word problem of task B's family followed by its worked step, as plain text (no prompt template, no
+    "The answer is"): what a web corpus holds of GSM8K-style problems. Off by default (BaseSpec.problem_fraction)."""
+    r = _arithmetic_example(rng)
+    return f"{r['instruction']} {r['output'].rsplit(' The answer is', 1)[0]}"
+
+
+def world_corpus(n_docs: int, seed: int = 0, problem_fraction: float = 0.0) -> list[str]:
+    """What the offline base model pre-trains on: plain sentences about the world and small sums, and stories
+    (and, with problem_fraction > 0, that fraction of word problems)."""
+    n_problems = int(n_docs * problem_fraction)
+    n = n_docs - n_problems
+    rng, rng_p = random.Random(seed + 11), random.Random(seed + 13)
+    n_stories = int(n * STORY_FRACTION)
+    docs = world_sentences(n, seed)[: n - n_stories] + [_story(rng) for _ in range(n_stories)]
+    return docs + [_word_problem(rng_p) for _ in range(n_problems)]
 
 
 def word_salad(n_docs: int, seed: int = 0, words_per_doc: int = 12) -> list[str]:
@@ -127,6 +138,7 @@ class BaseSpec:
     initializer_range: float = 0.1   # ~1/sqrt(d): a 64-wide model with 0.02 (the big models' value) ends
                                      # pre-training with logits too flat for a frozen head to sharpen
     corpus_sentences: int = 40000
+    problem_fraction: float = 0.0    # of those documents, word problems (_word_problem); see benchmarks/README.md
     pretrain_steps: int = 1500
     pretrain_batch: int = 16
     pretrain_seq: int = 128          # a whole task prompt (70-100 tokens) fits in one window
@@ -144,7 +156,7 @@ def recipe_hash() -> str:
     and a shared .cache once served data written by an intermediate edit)."""
     import inspect
 
-    parts = [inspect.getsource(f) for f in (world_sentences, _story, world_corpus, word_salad, build_tokenizer,
+    parts = [inspect.getsource(f) for f in (world_sentences, _story, _word_problem, world_corpus, word_salad, build_tokenizer,
                                             _tokenizer_texts, _pretrain, _window, _options, _choices, _record,
                                             _commonsense_example, make_commonsense, _arithmetic_example,
                                             make_arithmetic, _distinct, offline_data)]
@@ -171,9 +183,9 @@ def build_tokenizer(texts: list[str], vocab_size: int):
                                    pad_token=SPECIAL_TOKENS["pad"], model_max_length=2048)
 
 
-def _tokenizer_texts(seed: int) -> list[str]:
+def _tokenizer_texts(seed: int, problem_fraction: float = 0.0) -> list[str]:
     """What the tokenizer sees: the corpus, the prompt template and every task's wording."""
-    texts = world_corpus(5000, seed)
+    texts = world_corpus(5000, seed, problem_fraction)
     ex = make_commonsense(n_per_task=40, seed=seed + 1)
     ex += make_arithmetic(n=200, seed=seed + 2)
     return texts + [generate_prompt(e) for e in ex]
@@ -191,7 +203,7 @@ def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: b
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
-        tokenizer = build_tokenizer(_tokenizer_texts(spec.seed), spec.vocab_size)
+        tokenizer = build_tokenizer(_tokenizer_texts(spec.seed, spec.problem_fraction), spec.vocab_size)
         with threads(1):  # the weights depend on the thread count: one, whoever builds first
             model = _pretrain(spec, tokenizer, verbose)
         model.save_pretrained(tmp)
@@ -220,7 +232,7 @@ def _pretrain(spec: BaseSpec, tokenizer, verbose: bool):
     model = LlamaForCausalLM(config)
     # one long token stream, cut into windows
     # one long stream of documents "<bos> sentence <eos>", cut into windows: the model sees EOS
-    texts = world_corpus(spec.corpus_sentences, spec.seed) + word_salad(spec.corpus_sentences // 4, spec.seed)
+    texts = world_corpus(spec.corpus_sentences, spec.seed, spec.problem_fraction) + word_salad(spec.corpus_sentences // 4, spec.seed)
     random.Random(spec.seed).shuffle(texts)
     docs = tokenizer(texts)["input_ids"]  # BOS added
     ids = torch.tensor([i for d in docs for i in d + [tokenizer.eos_token_id]])
