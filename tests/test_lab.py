@@ -473,3 +473,27 @@ def test_the_stories_end_with_what_their_first_sentence_implies():
         kinds.append(kind)
     assert len(stories) == 200 and set(kinds) == set(openers)
     assert max(s.count(". ") for s in stories) >= 4  # some carry unrelated sentences between the two
+
+
+def test_word_problems_are_off_by_default_and_state_what_their_question_implies():
+    """BaseSpec.problem_fraction: 0 leaves the corpus as it is; otherwise that fraction of the documents is a
+    word problem followed by its worked step, which restates the question and gives the right sum or difference."""
+    from lab.offline import BaseSpec, world_corpus
+
+    assert BaseSpec().problem_fraction == 0.0
+    n = 500
+    assert not any("how many" in d for d in world_corpus(n, seed=0))
+    docs = world_corpus(n, seed=0, problem_fraction=0.2)
+    problems = [d for d in docs if "how many" in d]
+    assert len(problems) == 100 and docs[-100:] == problems
+    form = re.compile(r"(\w+) has (\d+) (\w+)s and (gets|gives away) (\d+)(?: more)?\. how many (\w+)s does (\w+) have now\? "
+                      r"(\w+) has (\d+) (\w+)s and (gets|gives away) (\d+)(?: more)?, so (\w+) has (\d+) (\w+)s\.")
+    ops = set()
+    for d in problems:
+        m = form.fullmatch(d)
+        assert m, d
+        name, a, x, op, b = m[1], int(m[2]), m[3], m[4], int(m[5])
+        assert (m[6], m[7]) == (x, name) and (m[8], int(m[9]), m[10], m[11], int(m[12])) == (name, a, x, op, b), d
+        assert (m[13], m[15]) == (name, x) and int(m[14]) == (a + b if op == "gets" else a - b), d
+        ops.add(op)
+    assert ops == {"gets", "gives away"}

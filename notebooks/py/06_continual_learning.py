@@ -279,6 +279,9 @@ plt.show()
 #
 # Whether $P^\*$ lies on every envelope is *not* asserted: the plasticity ranges of two methods may not overlap, and then no matched
 # comparison exists; the cell says so instead of extrapolating.
+#
+# The plasticity criterion fails on the committed offline base (it prints FAILS and is kept `OPEN` below): why, and what a base
+# pre-trained on word problems changes, is measured in `benchmarks/README.md` ("Stage 2 and what the base already knows").
 
 # %%
 top = table[table.lr == table.groupby("method").lr.transform("max")]
