@@ -81,3 +81,11 @@ def verdict(d: CI, min_seeds: int = MIN_SEEDS) -> str:
     if d.hi < 0:
         return "below"
     return "inconclusive"
+
+
+def bounded_errorbars(mean, half, lo: float = 0.0, hi: float = 100.0) -> np.ndarray:
+    """matplotlib's (2, n) xerr / yerr for mean ± half, cut at the range the quantity can take (an accuracy:
+    0-100 %). A t-interval over three seeds is symmetric and can pass 0 or 100; a plot draws only the part
+    of it that an accuracy can reach (the tables keep the whole half-width). NaN draws no bar."""
+    m, h = np.asarray(mean, dtype=float), np.asarray(half, dtype=float)
+    return np.nan_to_num(np.stack([np.clip(np.minimum(h, m - lo), 0, None), np.clip(np.minimum(h, hi - m), 0, None)]))

@@ -198,6 +198,16 @@ def test_verdicts_need_three_seeds_and_an_interval_clear_of_zero():
     assert verdict(CI(float("nan"), float("nan"), 3)) == "undefined"
 
 
+def test_plotted_intervals_stop_where_an_accuracy_can_go():
+    from lab.stats import bounded_errorbars
+
+    # 10 ± 20 -> [0, 30]; 50 ± 5 -> [45, 55]; 95 ± 10 -> [85, 100]; a NaN half-width or mean draws no bar
+    err = bounded_errorbars([10, 50, 95, 40, float("nan")], [20, 5, 10, float("nan"), 3])
+    assert err.shape == (2, 5)
+    assert err.tolist() == [[10, 5, 10, 0, 0], [20, 5, 5, 0, 0]]
+    assert bounded_errorbars([0.5], [2.0], lo=0.0, hi=1.0).tolist() == [[0.5], [0.5]]
+
+
 def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
     import pandas as pd
 

@@ -171,18 +171,20 @@ for name, base in (("chance", chance), ("majority", majority)):
 # %%
 import matplotlib.pyplot as plt
 
+from lab.stats import bounded_errorbars
+
 fig, ax = plt.subplots(figsize=(12, 4.2))
 x = np.arange(len(cols))
 w = 0.8 / len(METHODS)
 for j, m in enumerate(METHODS):
     mean = [table[m][t].mean for t in cols]
-    half = [0 if np.isnan(table[m][t].half) else table[m][t].half for t in cols]
-    ax.bar(x + (j - (len(METHODS) - 1) / 2) * w, mean, w, yerr=half, capsize=2, label=m,
+    half = [table[m][t].half for t in cols]
+    ax.bar(x + (j - (len(METHODS) - 1) / 2) * w, mean, w, yerr=bounded_errorbars(mean, half), capsize=2, label=m,
            hatch="//" if m == "full" else None, edgecolor="k" if m == "bhra" else None, lw=1.2)
 ax.scatter(x, [chance[t] for t in cols], marker="_", s=900, c="k", label="chance", zorder=3)
 ax.scatter(x, [majority[t] for t in cols], marker="_", s=900, c="tab:red", label="majority answer", zorder=3)
 ax.set_xticks(x, cols, rotation=20); ax.set_ylabel("accuracy (%)"); ax.set_ylim(0, 105)
-ax.set_title(f"{PROFILE} profile, evaluated merged: mean ± 95 % interval over {len(SEEDS)} seed(s)")
+ax.set_title(f"{PROFILE} profile, evaluated merged: mean ± 95 % interval over {len(SEEDS)} seed(s), drawn within 0-100 %")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)   # outside the axes: covers no bar
 plt.tight_layout()
 plt.show()

@@ -218,6 +218,8 @@ front[["method", "lr", "n_seeds", "on_envelope", "stage1_mean", "plasticity_mean
        "retention_mean", "retention_half", "forgetting_mean"]].round(1)
 
 # %%
+from lab.stats import bounded_errorbars
+
 STYLE = {"lora": ("tab:blue", "--", "o"), "gralora": ("tab:cyan", "--", "s"), "abba": ("tab:green", "--", "^"),
          "hira": ("tab:orange", "-", "D"), "bhra": ("tab:red", "-", "o"), ABLATION: ("tab:purple", ":", "v"),
          "full": ("0.4", "-.", "x")}
@@ -227,7 +229,8 @@ for m in METHODS:
     c, ls, mk = STYLE[m]
     e = f[f.on_envelope]
     ax.plot(e.plasticity_mean, e.retention_mean, color=c, ls=ls, lw=2 if m == "bhra" else 1.3, label=m)
-    ax.errorbar(f.plasticity_mean, f.retention_mean, xerr=f.plasticity_half.fillna(0), yerr=f.retention_half.fillna(0),
+    ax.errorbar(f.plasticity_mean, f.retention_mean, xerr=bounded_errorbars(f.plasticity_mean, f.plasticity_half),
+                yerr=bounded_errorbars(f.retention_mean, f.retention_half),
                 fmt=mk, color=c, capsize=3, mfc=c, ms=6, lw=0.8)
     d = f[~f.on_envelope]
     ax.plot(d.plasticity_mean, d.retention_mean, mk, color=c, mfc="white", ms=9)  # dominated points: hollow
@@ -238,7 +241,7 @@ ax.axvline(MAJ_B, color="tab:brown", lw=1, ls=(0, (1, 3)), label="B: majority an
 ax.text(summary.level, 0.98, " P*", va="top", transform=ax.get_xaxis_transform())
 ax.set_xlabel("plasticity: accuracy on B (arithmetic) after stage 2, %")
 ax.set_ylabel("retention: accuracy on A (commonsense) after stage 2, %")
-ax.set_title(f"Frontiers ({PROFILE}, grid {GRID_NAME}): mean ± 95 % interval over {len(spec.seeds)} seed(s);\n"
+ax.set_title(f"Frontiers ({PROFILE}, grid {GRID_NAME}): mean ± 95 % interval over {len(spec.seeds)} seed(s), drawn within 0-100 %;\n"
              "lines join each method's non-dominated envelope, hollow marks are dominated rates", fontsize=10)
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 plt.tight_layout()
@@ -256,14 +259,14 @@ view.round(1)
 fig, ax = plt.subplots(figsize=(9, 4))
 x = np.arange(len(METHODS))
 ax.bar(x, matched.stage1_mean, fill=False, edgecolor="k", ls="--", label="stage-1 accuracy on A")
-ax.bar(x, matched.retention_mean, yerr=matched.retention_half.fillna(0), capsize=4, color=[STYLE[m][0] for m in METHODS],
+ax.bar(x, matched.retention_mean, yerr=bounded_errorbars(matched.retention_mean, matched.retention_half), capsize=4, color=[STYLE[m][0] for m in METHODS],
        label="retention at P*")
 ax.axhline(add_mean, color="tab:blue", lw=1, label="additive-control mean at P*")
 ax.axhline(CH_A, color="0.5", lw=1, ls="--", label="A: chance")
 ax.axhline(MAJ_A, color="tab:brown", lw=1, ls="-.", label="A: majority answer")
 ax.set_xticks(x, METHODS, rotation=20)
 ax.set_ylabel("accuracy on A, %")
-ax.set_title(f"Retention at matched plasticity P* = {summary.level:.1f} % (mean ± 95 % interval over seeds)")
+ax.set_title(f"Retention at matched plasticity P* = {summary.level:.1f} % (mean ± 95 % interval over seeds, drawn within 0-100 %)")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 plt.tight_layout()
 plt.show()
