@@ -39,7 +39,8 @@ def test_with_word_problems_in_pre_training_the_named_methods_and_only_they_span
     para = readme[readme.index("**Stage 2 and what the base already knows.**"):]
     para = para[: para.index("```")]
     assert WORD_PROBLEMS.name in para
-    assert "in notebook 06 no method's plasticity spans 20 points" in para  # on the committed base:
+    # the paragraph's statement about the committed base, against notebook 06's results
+    assert "in notebook 06 no method's plasticity spans 20 points" in para
     committed = json.loads((REPO / "notebooks" / "results" / "06_continual_learning.json").read_text())
     assert committed["grid"] == "full" and all(v < 20 for v in committed["plasticity_span"].values())
     d = json.loads(WORD_PROBLEMS.read_text())
