@@ -4,8 +4,8 @@ No machine of this project reaches a model hub, so the `offline` profile builds 
 profile downloads, and hands it to the same code:
 
 * a base model - a small LlamaForCausalLM (RoPE, SwiGLU, grouped-query attention, tied embeddings)
-  with a byte-level BPE tokenizer, pre-trained on sentences and short stories about a tiny world, saved with
-  `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
+  with a byte-level BPE tokenizer, pre-trained on sentences, short stories and word problems about a tiny
+  world, saved with `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
 * data - synthetic tasks in the LLM-Adapters JSON format and folder layout, read back with `datasets`.
 
 Both are built once and cached under `.cache/`, keyed by their recipe: the settings (BaseSpec, the
@@ -35,9 +35,10 @@ from lab.formats import COMMONSENSE_TASKS, generate_prompt
 # ----------------------------------------------------------------------------------------------
 # A tiny world: things in categories, each category with a verb ("you can eat a fruit") and a
 # place ("in the kitchen"). Pre-training on sentences about this world puts the facts in W0, and on
-# short stories whose end depends on their beginning the habit of looking far back in a document;
-# the fine-tuning tasks of section 3 ask about the same facts in the LLM-Adapters answer formats,
-# so a fine-tune has to learn the format and how to use what W0 already knows.
+# short stories whose end depends on their beginning the habit of looking far back in a document,
+# and on word problems how a question's numbers carry into its answer; the fine-tuning tasks of
+# section 3 ask about the same facts in the LLM-Adapters answer formats, so a fine-tune has to learn
+# the format and how to use what W0 already knows.
 
 WORLD = {
     # category:  (things, verb phrase, place)
@@ -98,22 +99,34 @@ def _story(rng: random.Random) -> str:
 STORY_FRACTION = 0.4  # of the corpus's documents
 
 
-def _word_problem(rng: random.Random) -> str:
+def _problem_records(n_docs: int, seed: int = 0, problem_fraction: float = 0.0) -> list[dict]:
+    """The word problems among world_corpus's `n_docs` documents, as task-B records (the same generator)."""
+    rng = random.Random(seed + 13)
+    return [_arithmetic_example(rng) for _ in range(int(n_docs * problem_fraction))]
+
+
+def _word_problem(r: dict) -> str:
     """A word problem of task B's family followed by its worked step, as plain text (no prompt template, no
-    "The answer is"): what a web corpus holds of GSM8K-style problems. Off by default (BaseSpec.problem_fraction)."""
-    r = _arithmetic_example(rng)
+    "The answer is"): what a web corpus holds of GSM8K-style problems."""
     return f"{r['instruction']} {r['output'].rsplit(' The answer is', 1)[0]}"
 
 
 def world_corpus(n_docs: int, seed: int = 0, problem_fraction: float = 0.0) -> list[str]:
-    """What the offline base model pre-trains on: plain sentences about the world and small sums, and stories
-    (and, with problem_fraction > 0, that fraction of word problems)."""
-    n_problems = int(n_docs * problem_fraction)
-    n = n_docs - n_problems
-    rng, rng_p = random.Random(seed + 11), random.Random(seed + 13)
+    """What the offline base model pre-trains on: plain sentences about the world and small sums, stories,
+    and (problem_fraction of the documents) word problems."""
+    problems = _problem_records(n_docs, seed, problem_fraction)
+    n = n_docs - len(problems)
+    rng = random.Random(seed + 11)
     n_stories = int(n * STORY_FRACTION)
     docs = world_sentences(n, seed)[: n - n_stories] + [_story(rng) for _ in range(n_stories)]
-    return docs + [_word_problem(rng_p) for _ in range(n_problems)]
+    return docs + [_word_problem(r) for r in problems]
+
+
+def pretraining_questions(spec: "BaseSpec | None" = None) -> set[str]:
+    """The word problems the base model (default: the offline one) read in pre-training: task B's test
+    questions are drawn outside this set, so plasticity measures what stage 2 taught, not what the base recalls."""
+    spec = spec or BaseSpec()
+    return {r["instruction"] for r in _problem_records(spec.corpus_sentences, spec.seed, spec.problem_fraction)}
 
 
 def word_salad(n_docs: int, seed: int = 0, words_per_doc: int = 12) -> list[str]:
@@ -138,7 +151,7 @@ class BaseSpec:
     initializer_range: float = 0.1   # ~1/sqrt(d): a 64-wide model with 0.02 (the big models' value) ends
                                      # pre-training with logits too flat for a frozen head to sharpen
     corpus_sentences: int = 40000
-    problem_fraction: float = 0.0    # of those documents, word problems (_word_problem); see benchmarks/README.md
+    problem_fraction: float = 0.2    # of those documents, word problems of task B's family (_word_problem)
     pretrain_steps: int = 1500
     pretrain_batch: int = 16
     pretrain_seq: int = 128          # a whole task prompt (70-100 tokens) fits in one window
@@ -156,10 +169,11 @@ def recipe_hash() -> str:
     and a shared .cache once served data written by an intermediate edit)."""
     import inspect
 
-    parts = [inspect.getsource(f) for f in (world_sentences, _story, _word_problem, world_corpus, word_salad, build_tokenizer,
-                                            _tokenizer_texts, _pretrain, _window, _options, _choices, _record,
-                                            _commonsense_example, make_commonsense, _arithmetic_example,
-                                            make_arithmetic, _distinct, offline_data)]
+    parts = [inspect.getsource(f) for f in (world_sentences, _story, _problem_records, _word_problem, world_corpus,
+                                            pretraining_questions, word_salad, build_tokenizer, _tokenizer_texts,
+                                            _pretrain, _window, _options, _choices, _record, _commonsense_example,
+                                            make_commonsense, _arithmetic_example, make_arithmetic, _distinct,
+                                            offline_data)]
     return stable_hash([parts, WORLD, NAMES, STORY_FRACTION, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
 
 
@@ -382,10 +396,12 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math
         <folder>/ft-training_set/commonsense_synthetic.json   (the stand-in for commonsense_170k.json)
         <folder>/ft-training_set/math_synthetic.json          (the stand-in for MetaMathQA)
         <folder>/dataset/<task>/test.json                     (the eight tasks, and gsm8k)
-    Train and test are disjoint: every instruction is drawn once, the first ones go to test.
+    Train and test are disjoint: every instruction is drawn once, the first ones go to test (for gsm8k, the
+    first ones the offline base did not read in pre-training).
     """
+    seen = pretraining_questions()
     args = dict(n_train_per_task=n_train_per_task, n_test_per_task=n_test_per_task, n_math_train=n_math_train,
-                n_math_test=n_math_test, seed=seed, version=2, recipe=RECIPE)
+                n_math_test=n_math_test, seed=seed, version=2, recipe=RECIPE, unseen=stable_hash(sorted(seen)))
     final = config.CACHE / "data" / f"offline-{stable_hash(args)}"
     if (final / "done.json").exists():
         return final
@@ -399,9 +415,13 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math
             write_json(tmp / "dataset" / task / "test.json", recs[t * n: t * n + n_test_per_task])
         random.Random(seed).shuffle(train)
         write_json(tmp / "ft-training_set" / "commonsense_synthetic.json", train)
-        math = make_arithmetic(n_math_train + n_math_test, seed * 1000 + 99)
-        write_json(tmp / "ft-training_set" / "math_synthetic.json", math[n_math_test:])
-        write_json(tmp / "dataset" / "gsm8k" / "test.json", math[:n_math_test])
+        math = make_arithmetic(n_math_train + 2 * n_math_test, seed * 1000 + 99)
+        test = [r for r in math if r["instruction"] not in seen][:n_math_test]
+        rest = [r for r in math if r not in test][:n_math_train]
+        if len(test) < n_math_test or len(rest) < n_math_train:
+            raise ValueError(f"could not draw {n_math_test} arithmetic test questions outside pre-training and {n_math_train} to train on")
+        write_json(tmp / "ft-training_set" / "math_synthetic.json", rest)
+        write_json(tmp / "dataset" / "gsm8k" / "test.json", test)
         write_json(tmp / "done.json", args)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -475,12 +475,12 @@ def test_the_stories_end_with_what_their_first_sentence_implies():
     assert max(s.count(". ") for s in stories) >= 4  # some carry unrelated sentences between the two
 
 
-def test_word_problems_are_off_by_default_and_state_what_their_question_implies():
-    """BaseSpec.problem_fraction: 0 leaves the corpus as it is; otherwise that fraction of the documents is a
-    word problem followed by its worked step, which restates the question and gives the right sum or difference."""
+def test_word_problems_state_what_their_question_implies():
+    """BaseSpec.problem_fraction of the corpus's documents (0 leaves none) is a word problem followed by its
+    worked step, which restates the question and gives the right sum or difference."""
     from lab.offline import BaseSpec, world_corpus
 
-    assert BaseSpec().problem_fraction == 0.0
+    assert 0 < BaseSpec().problem_fraction < 1
     n = 500
     assert not any("how many" in d for d in world_corpus(n, seed=0))
     docs = world_corpus(n, seed=0, problem_fraction=0.2)
@@ -497,3 +497,20 @@ def test_word_problems_are_off_by_default_and_state_what_their_question_implies(
         assert (m[13], m[15]) == (name, x) and int(m[14]) == (a + b if op == "gets" else a - b), d
         ops.add(op)
     assert ops == {"gets", "gives away"}
+
+
+def test_no_arithmetic_test_question_was_read_in_pre_training():
+    """Task B's test questions lie outside the word problems of the base's corpus (which share their generator):
+    plasticity measures what stage 2 taught. Drawn without that filter, some of them would be."""
+    from lab.offline import BaseSpec, make_arithmetic, pretraining_questions, world_corpus
+
+    spec = BaseSpec()
+    seen = pretraining_questions(spec)
+    corpus = world_corpus(spec.corpus_sentences, spec.seed, spec.problem_fraction)
+    assert len(seen) > 1000 and {d[: d.index("?") + 1] for d in corpus if "how many" in d} == seen
+    folder = lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=200, seed=0)
+    test = {r["instruction"] for r in json.loads((folder / "dataset" / "gsm8k" / "test.json").read_text())}
+    train = {r["instruction"] for r in json.loads((folder / "ft-training_set" / "math_synthetic.json").read_text())}
+    assert len(test) == 200 and not test & seen and not test & train
+    assert train & seen  # the training set is drawn from the whole family: the filter is what keeps test apart
+    assert {r["instruction"] for r in make_arithmetic(200, 99)} & seen  # the first 200, unfiltered
