@@ -215,7 +215,7 @@ front = summary.frontier
 print(f"A: chance {CH_A:.1f} %, majority answer {MAJ_A:.1f} %   B: majority answer {MAJ_B:.1f} %")
 print(f"common plasticity level P* = {summary.level:.1f} % on task B, fixed by {', '.join(summary.level_methods)}")
 front[["method", "lr", "n_seeds", "on_envelope", "stage1_mean", "plasticity_mean", "plasticity_half",
-       "retention_mean", "retention_half", "forgetting_mean"]].round(1)
+       "retention_mean", "retention_half", "forgetting_mean"]].round(1).assign(lr=front.lr.map("{:.2g}".format))
 
 # %%
 from lab.stats import bounded_errorbars
@@ -283,8 +283,9 @@ plt.show()
 # Whether $P^\*$ lies on every envelope is *not* asserted: the plasticity ranges of two methods may not overlap, and then no matched
 # comparison exists; the cell says so instead of extrapolating.
 #
-# The plasticity criterion fails on the committed offline base (it prints FAILS and is kept `OPEN` below): why, and what a base
-# pre-trained on word problems changes, is measured in `benchmarks/README.md` ("Stage 2 and what the base already knows").
+# The offline base read word problems of task B's family in pre-training (never one of B's test questions), so stage 2
+# builds on a skill the base has; what stage 2 looked like before it did, and at the lab's earlier, higher stage-1 rates, is
+# measured in `benchmarks/README.md` ("Stage 2 and what the base already knows").
 
 # %%
 top = table[table.lr == table.groupby("method").lr.transform("max")]
@@ -302,9 +303,7 @@ checks = {"every method's stage-1 accuracy on A beats chance and the majority an
 for k, v in checks.items():
     print(f"{'holds' if v else 'FAILS'}: {k}")
 print("  stage 1 learned A:", ", ".join(f"{m} {'yes' if v else 'NO'}" for m, v in learned.items()))
-# OPEN: what the committed offline world does not meet yet (printed above as FAILS)
-OPEN = {"every method's plasticity spans >= 20 points across its sweep"}
-assert all(v for k, v in checks.items() if k not in OPEN and not (GRID_NAME != "full" and "spans" in k)), checks
+assert all(v for k, v in checks.items() if not (GRID_NAME != "full" and "spans" in k)), checks
 defined = matched.retention_mean.notna()
 if defined.loc[list(ADDITIVE)].all():
     assert np.isclose(add_mean, matched.loc[list(ADDITIVE), "retention_mean"].mean())
