@@ -419,7 +419,8 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math
         test = [r for r in math if r["instruction"] not in seen][:n_math_test]
         rest = [r for r in math if r not in test][:n_math_train]
         if len(test) < n_math_test or len(rest) < n_math_train:
-            raise ValueError(f"could not draw {n_math_test} arithmetic test questions outside pre-training and {n_math_train} to train on")
+            raise ValueError(f"could not draw {n_math_test} arithmetic test questions outside pre-training "
+                             f"and {n_math_train} to train on")
         write_json(tmp / "ft-training_set" / "math_synthetic.json", rest)
         write_json(tmp / "dataset" / "gsm8k" / "test.json", test)
         write_json(tmp / "done.json", args)
