@@ -49,8 +49,8 @@ OFFLINE = "offline"                          # the model name that means "the sm
 # papers/repos), GraLoRA 2e-4 (as LoRA-like), BHRA 1e-3 (HiRA's, as the paper builds on it), full
 # fine-tuning 2e-5. The offline column was tuned on the small model (a few hundred steps). LoRA, DoRA,
 # GraLoRA and BHRA had 3x these rates, after which LoRA's, GraLoRA's and BHRA's stage-1 models relearned
-# little of task B in notebook 06 (benchmarks/README.md, "Stage 2 and what the base already knows");
-# DoRA, LoRA with a magnitude vector, follows LoRA.
+# little of task B in notebook 06's protocol (benchmarks/README.md, "Stage 2 and what the base already
+# knows"); DoRA, LoRA with a magnitude vector, follows LoRA.
 # The block-normalised ablation uses BHRA's rates: it differs only in the coupling matrix.
 LEARNING_RATES = {
     #            paper   offline
