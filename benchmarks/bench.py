@@ -56,6 +56,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lab import machine as numerics  # noqa: E402  first: the harness's numerical path (lab/machine.py)
 import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -431,15 +432,8 @@ def estimate(p: dict, budget_gb: float = 24.0) -> str:
 
 
 def machine(p: dict) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
-    except OSError:
-        pass
-    info = dict(cpu=cpu, cores=os.cpu_count(), threads=p["threads"], python=platform.python_version(),
-                torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
-                platform=platform.platform())
+    info = dict(numerics.machine(), threads=p["threads"], python=platform.python_version(),
+                transformers=transformers.__version__, peft=peft.__version__, platform=platform.platform())
     if p["device"] == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)  # the parent's only CUDA call, after the children ran
     return info

@@ -20,7 +20,9 @@ import os
 import time
 
 import numpy as np
-import torch
+
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
+import torch  # noqa: E402
 
 
 def commonsense(methods, seeds):
@@ -156,6 +158,7 @@ def main():
         res["continual"] = continual(a.continual_methods, a.seeds, a.grid)
     print(f"total {time.time() - t0:.0f} s")
     res["args"] = vars(a)  # what was measured: methods, seeds, base-model and run overrides
+    res["machine"] = lab.machine.machine()  # the CPU, the ISA torch computed with, the pins
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1, sort_keys=True, default=str)

@@ -9,9 +9,12 @@
     lab.spectra    what an update looks like: per-layer singular values, stable rank, block energy
     lab.data       fetch the paper profile's data once (hub access needed) in the LLM-Adapters layout
     lab.peft_bhra  BHRA as a PEFT method, for PEFT users (PEFT is never imported by the core)
+    lab.machine    one numerical path on every x86 machine (set here, before torch computes), the machine record
 
 The notebooks use the flat names below (`lab.train`, `lab.preset`, ...).
 """
+from lab import machine  # first: the numerical pins must be in the environment before torch computes
+
 from lab.config import (ABLATIONS, LEARNING_RATES, METHODS, METHODS_ALL, OFFLINE, PROFILES, REPO, TARGETS_ALL,
                         RunConfig, configs, in_parallel, preset, quiet, resolve, threads)
 from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_all, evaluate_cfg, evaluate_run,
@@ -20,3 +23,5 @@ from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_
 from lab.formats import (CHANCE, COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
                          load_commonsense, load_json_records, load_math, tokenize_example)
 from lab.offline import BaseSpec, base_model_path, build_tokenizer, make_arithmetic, make_commonsense, offline_data, world_corpus
+
+machine.check()

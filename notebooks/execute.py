@@ -4,7 +4,7 @@
     python notebooks/execute.py --inplace notebooks/04_finetune_llama.ipynb       # rewrite committed outputs
 
 The times go to `<output dir>/timings.json` (with --inplace: build/notebooks/timings.json), with the
-machine they were measured on; `notebooks/results/timings.json` is a copy of one such file from a
+machine they were measured on (its CPU, the ISA torch used, the numerical pins of lab/machine.py); `notebooks/results/timings.json` is a copy of one such file from a
 fresh clone, and the README quotes its totals (a test checks the quote).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -20,16 +20,8 @@ import nbformat
 from nbconvert.preprocessors import ExecutePreprocessor
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(ROOT))
+from lab import machine  # noqa: E402  the pins, set here too, so every kernel starts on the one numerical path
 
 
 def main(argv=None) -> None:
@@ -49,8 +41,8 @@ def main(argv=None) -> None:
         seconds[path.stem] = round(time.time() - t0, 1)
         nbformat.write(nb, path if a.inplace else out_dir / path.name)
         print(f"{path.name}: {seconds[path.stem]:.0f} s", flush=True)
-    record = {"seconds": seconds, "total_seconds": round(sum(seconds.values()), 1), "cpu": cpu_name(),
-              "cores": os.cpu_count(), "grid": os.environ.get("BHRA_GRID", "full")}
+    record = {"seconds": seconds, "total_seconds": round(sum(seconds.values()), 1), "cpu": machine.cpu_name(),
+              "cores": os.cpu_count(), "grid": os.environ.get("BHRA_GRID", "full"), "machine": machine.machine()}
     (out_dir / "timings.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(f"all: {record['total_seconds'] / 60:.1f} min -> {out_dir / 'timings.json'}")
 

@@ -1,7 +1,9 @@
 """Fixtures and markers for the core tests; the helpers themselves live in tests/core_helpers.py."""
 
 import pytest
-import torch
+
+import lab.machine  # noqa: F401  before torch computes: the tests run on the harness's numerical path
+import torch  # noqa: E402
 
 from core_helpers import make_llama, make_mlp
 
