@@ -72,7 +72,12 @@ data: install
 paper-smoke: install
 	$(PY) -m lab.smoke
 
-.PHONY: data paper-smoke
+# The offline base model is committed (lab/offline_base/): the same weights on every machine. After a change of
+# its recipe (a generator in lab/offline.py), rebuild it here (one thread) and commit it.
+base: install
+	$(PY) -c "from lab.offline import ship_base; print(ship_base())"
+
+.PHONY: data paper-smoke base
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -8,7 +8,9 @@ profile downloads, and hands it to the same code:
   world, saved with `save_pretrained` and loaded back through `AutoModelForCausalLM` / `AutoTokenizer`;
 * data - synthetic tasks in the LLM-Adapters JSON format and folder layout, read back with `datasets`.
 
-Both are built once and cached under `.cache/`, keyed by their recipe: the settings (BaseSpec, the
+The default base model is committed (`lab/offline_base/`, rebuilt from its recipe by `make base`), so every
+machine starts from the same weights whatever its kernels. Other base models and the data are built once and
+cached under `.cache/`, keyed by their recipe: the settings (BaseSpec, the
 data sizes) and a hash of this file's generator source (`recipe_hash`), so an edited generator never
 meets a cache written by the old one. The build is deterministic for a fixed torch thread count,
 which `base_model_path` pins to one while it builds (tests/test_determinism.py checks it across
@@ -17,6 +19,8 @@ processes at 1 and 2 threads).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 import shutil
 import tempfile
@@ -205,31 +209,80 @@ def _tokenizer_texts(seed: int, problem_fraction: float = 0.0) -> list[str]:
     return texts + [generate_prompt(e) for e in ex]
 
 
+SHIPPED = Path(__file__).resolve().parent / "offline_base"  # the default base, built once and committed (make base)
+
+
 def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: bool = True) -> Path:
-    """Folder of the offline base model (built on first use, then reused): `.cache/base/<hash>`."""
+    """Folder of the offline base model: `.cache/base/<hash>`. The default one is copied there from the
+    committed `lab/offline_base/`, whose weights are then the same on every machine whatever its kernels; any
+    other spec is built on first use, then reused."""
     spec = spec or BaseSpec()
     final = config.CACHE / "base" / stable_hash(dataclasses.asdict(spec))
     if (final / "config.json").exists():
         return final
-    if not build:
+    shipped = _is_shipped(spec)
+    if not build and not shipped:
         raise FileNotFoundError(f"offline base model not built yet: {final}")
     t0 = time.time()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
-        tokenizer = build_tokenizer(_tokenizer_texts(spec.seed, spec.problem_fraction), spec.vocab_size)
-        with threads(1):  # the weights depend on the thread count: one, whoever builds first
-            model = _pretrain(spec, tokenizer, verbose)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "base_spec.json", dataclasses.asdict(spec))
+        if shipped:
+            for f in SHIPPED.iterdir():
+                shutil.copyfile(f, tmp / f.name)
+        else:
+            _build(spec, tmp, verbose)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish(tmp, final)
-    if verbose:
+    if verbose and not shipped:
         print(f"built offline base model in {time.time() - t0:.0f} s -> {final}")
     return final
+
+
+def _is_shipped(spec: BaseSpec) -> bool:
+    """Whether `spec` is the committed base's. The same settings with another recipe hash mean that this
+    file's generators changed since the base was committed: that is refused, not silently rebuilt."""
+    try:
+        stored = json.loads((SHIPPED / "base_spec.json").read_text())
+    except FileNotFoundError:  # an installed copy without the committed base: build it
+        return False
+    wanted = dataclasses.asdict(spec)
+    if stored == wanted:
+        return True
+    if {**stored, "recipe": None} == {**wanted, "recipe": None}:
+        raise RuntimeError(f"{SHIPPED} was built by offline recipe {stored['recipe']}, and this code's recipe is "
+                           f"{wanted['recipe']} (a generator in lab/offline.py changed): rebuild it with `make base` "
+                           f"and commit it with the change")
+    return False
+
+
+def _build(spec: BaseSpec, folder: Path, verbose: bool) -> None:
+    """Pre-train the base model of `spec` and save it, its tokenizer and its spec into `folder`."""
+    tokenizer = build_tokenizer(_tokenizer_texts(spec.seed, spec.problem_fraction), spec.vocab_size)
+    with threads(1):  # the weights depend on the thread count: one, whoever builds first
+        model = _pretrain(spec, tokenizer, verbose)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / "base_spec.json", dataclasses.asdict(spec))
+
+
+def ship_base(verbose: bool = True) -> Path:
+    """Rebuild the default base from its recipe into `lab/offline_base/`, replacing the committed one (`make base`);
+    commit the result with the change of recipe that needed it."""
+    tmp = Path(tempfile.mkdtemp(prefix=".offline_base-", dir=SHIPPED.parent))
+    try:
+        _build(BaseSpec(), tmp, verbose)
+        old = SHIPPED.with_name(SHIPPED.name + ".old")
+        if SHIPPED.exists():
+            os.replace(SHIPPED, old)
+        os.replace(tmp, SHIPPED)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SHIPPED
 
 
 def _pretrain(spec: BaseSpec, tokenizer, verbose: bool):

@@ -10,7 +10,9 @@ processes (fresh interpreters: no state shared through imports, caches or RNGs) 
   (lab.finetune pins offline training to one thread), and the same adapter tensors;
 * the synthetic data folder, written twice: the same bytes (no set or dict ordering leaks into the files);
 * a run whose process builds the base model on the way (a fresh clone's first run) and the same run where
-  the base was already built: the same loss history (building draws random numbers; the adapters must not).
+  the base was already built: the same loss history (building draws random numbers; the adapters must not);
+* the committed default base (lab/offline_base/): what a fresh cache is given, refused once its recipe is
+  stale, and equal byte for byte to a rebuild from its recipe.
 
 A small BaseSpec keeps the builds short (a few seconds each); the recipe is the real one.
 """
@@ -127,3 +129,45 @@ def test_a_run_that_builds_the_base_on_the_way_equals_one_that_found_it_built(tm
     assert len(cold["losses"]) == 6
     assert cold["losses"] == warm["losses"]
     assert _same_tensors(_tensors(Path(cold["run_dir"]) / "adapter"), _tensors(Path(warm["run_dir"]) / "adapter"))
+
+
+# The committed base model (lab/offline_base/): served by default, refused when its recipe is stale, and
+# reproduced byte for byte by a rebuild from its recipe (what `make base` runs).
+REBUILD = """
+import sys
+from pathlib import Path
+import lab
+from lab.offline import BaseSpec, _build
+_build(BaseSpec(), Path(sys.argv[1]), verbose=False)
+print("{}")
+"""
+
+
+def test_the_default_base_is_the_committed_one():
+    from lab.offline import SHIPPED, base_model_path
+
+    served = base_model_path(verbose=False)
+    files = sorted(f.name for f in SHIPPED.iterdir())
+    assert "model.safetensors" in files and "base_spec.json" in files
+    assert all((served / f).read_bytes() == (SHIPPED / f).read_bytes() for f in files)
+
+
+def test_a_stale_committed_base_is_refused_with_the_fix():
+    import dataclasses
+
+    from lab.offline import BaseSpec, base_model_path
+
+    edited = dataclasses.replace(BaseSpec(), recipe="0" * 12)  # what an edit of a generator in lab/offline.py gives
+    with pytest.raises(RuntimeError, match="make base"):
+        base_model_path(edited, verbose=False)
+
+
+@pytest.mark.slow
+def test_rebuilding_the_committed_base_gives_the_same_bytes(tmp_path):
+    from lab.offline import SHIPPED
+
+    _run(REBUILD, tmp_path / "cache", tmp_path / "rebuilt")
+    names = sorted(f.name for f in SHIPPED.iterdir())
+    assert names == sorted(f.name for f in (tmp_path / "rebuilt").iterdir())
+    differ = [n for n in names if (SHIPPED / n).read_bytes() != (tmp_path / "rebuilt" / n).read_bytes()]
+    assert not differ, f"a rebuild of the committed base differs in {differ}: run `make base` and commit it"
