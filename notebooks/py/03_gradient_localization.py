@@ -22,10 +22,11 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-# import the core of the copy this notebook sits in (the repo, or a student's copy made by course/exercises.py)
+# import the core and lab of the copy this notebook sits in (the repo, or a student's copy made by course/exercises.py)
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "core" / "bhra.py").is_file()), None)
 if ROOT is not None:  # else: the installed package (a notebook copied elsewhere)
     sys.path.insert(0, str(ROOT))
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
 import math
 import time
 

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "core" / "bhra.py").is_file()), None)
 if ROOT is not None:  # else: the installed package (a notebook copied elsewhere)
     sys.path.insert(0, str(ROOT))
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
 import torch
-import lab
 
 PROFILE = os.environ.get("BHRA_PROFILE", "offline")
 OVERRIDES = {}          # e.g. {"model": "/path/to/Llama-3.2-1B", "data_dir": "/path/to/LLM-Adapters"}
@@ -58,9 +58,25 @@ def show(*objects):
 
 
 # %% [markdown]
+# ### The machine and its numerical path
+#
+# A CPU kernel picks its code by the processor: ATen's vectorised kernels by ISA (AVX-512 on an Intel Xeon, AVX2 on many AMD EPYCs), MKL's matrix products by ISA and vendor. Sums then come out in another order, a last bit changes, and a few hundred training steps grow that bit into points of accuracy. So `import lab` pins every process of the harness to one path that every x86 machine has, AVX2 (`lab/machine.py`), and the outputs of these notebooks are the same on Intel and AMD. Every results file records the machine and the path it was computed on.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+MACHINE = lab.machine.machine()  # what notebooks/results/*.json record as "machine"
+print(f"CPU: {MACHINE['cpu']} ({MACHINE['cores']} cores), torch {MACHINE['torch']}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# the same on every x86 machine: the path the pins choose, whatever the CPU would pick by itself
+print(f"torch computes with {MACHINE['isa']} kernels, MKL on its {MACHINE['mkl_branch']} branch")
+print("pins:", " ".join(f"{k}={v}" for k, v in MACHINE["pins"].items()))
+
+# %% [markdown]
 # ## 1. The base model and the data
 #
-# In the offline profile `load_model("offline")` builds (once, then reuses from `.cache/base/<hash>`) a `LlamaForCausalLM` with Llama-3.2's architecture — RoPE, SwiGLU, grouped-query attention — a byte-level BPE tokenizer trained on the spot, and a short pre-training on sentences about a small world (things, their categories, what you do with them, where they are kept). It is saved with `save_pretrained` and loaded back through `AutoModelForCausalLM`/`AutoTokenizer`, the path `meta-llama/Llama-3.2-1B` takes.
+# In the offline profile `load_model("offline")` loads a `LlamaForCausalLM` with Llama-3.2's architecture — RoPE, SwiGLU, grouped-query attention — with a byte-level BPE tokenizer, pre-trained briefly on sentences, stories and word problems about a small world (things, their categories, what you do with them, where they are kept). `make base` builds it from its recipe in `lab/offline.py` and saves it with `save_pretrained`; the result is committed in `lab/offline_base/`, so every machine starts from the same weights, and it is loaded back through `AutoModelForCausalLM`/`AutoTokenizer` (from a copy in `.cache/base/<hash>`), the path `meta-llama/Llama-3.2-1B` takes.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

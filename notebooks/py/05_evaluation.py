@@ -27,12 +27,12 @@ from pathlib import Path
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "core" / "bhra.py").is_file()), None)
 if ROOT is not None:  # else: the installed package (a notebook copied elsewhere)
     sys.path.insert(0, str(ROOT))
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
 import time
 
 import numpy as np
 import torch
 
-import lab
 from lab.continual import GRIDS, grid_from_env
 from lab.stats import MIN_SEEDS, mean_ci, paired_diff, verdict
 
@@ -260,6 +260,7 @@ results = {
     "paired_average": {k: {"mean": round(d.mean, 1), "ci95": None if np.isnan(d.half) else round(d.half, 1),
                            "verdict": verdict(d)} for k, d in comparisons.items()},
     "criteria": checks,
+    "machine": lab.machine.machine(),  # the CPU, the ISA torch computed with, the pins
 }
 if PROFILE == "offline" and GRID_NAME == "full" and not OVERRIDES:   # only the committed configuration writes the file
     out = Path("results") / "05_evaluation.json"

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "core" / "bhra.py").is_file()), None)
 if ROOT is not None:  # else: the installed package (a notebook copied elsewhere)
     sys.path.insert(0, str(ROOT))
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
 import time
 import warnings
 
@@ -46,7 +47,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-import lab
 from core.bhra import blocks
 from lab.continual import (ABLATION, ADDITIVE, COUPLED, base_accuracy, base_lr, continual_preset, grid_from_env,
                            run_grid, summarize)
@@ -376,6 +376,7 @@ results = {
     "ablation_minus_bhra": ci(abl_vs_bhra), "bhra_minus_lora": ci(bhra_vs_lora),
     "bhra_gap_sensitivity": {f"{o:+.0f}": ci(summary_gap) for o, summary_gap in
                              ((r.offset, CI(r.gap_mean, r.gap_half, r.n)) for r in sens.itertuples())},
+    "machine": lab.machine.machine(),  # the CPU, the ISA torch computed with, the pins
 }
 if PROFILE == "offline" and GRID_NAME == "full":   # only the committed configuration writes the file
     out = Path("results") / "06_continual_learning.json"

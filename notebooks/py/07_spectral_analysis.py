@@ -52,6 +52,7 @@ from IPython.display import Markdown, display
 ROOT = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "core" / "bhra.py").is_file()), None)
 if ROOT is not None:  # else: the installed package (a notebook copied elsewhere)
     sys.path.insert(0, str(ROOT))
+import lab  # first: the numerical pins (lab/machine.py) must be set before torch computes
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 warnings.filterwarnings("ignore", message=".*pin_memory.*")        # the Trainer's data loader on CPU
@@ -61,7 +62,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-import lab
 from core.bhra import (AdapterConfig, adapted_layers, block_energy, count_singular_values, gini, rank_bound,
                        stable_rank)
 from lab.continual import grid_from_env
