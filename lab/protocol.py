@@ -5,7 +5,7 @@ function) it was read from in the public reference code. `settings_table(cfg)` r
 RunConfig, adding what the profile does and, where it departs, why (notebook 04 shows it).
 
 Only the BoHA paper's abstract could be read here (arXiv 2509.21637 v1/v2); its setup section could
-not, so its column says "not checked" rather than guess (design.md §3 records r = 32, b = 8).
+not, so its column says "not checked" rather than guess.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ SETTINGS = [
          this=lambda c: _short(c.targets),
          departs=lambda c: "no" if set(_short(c.targets).split(",")) == {"q", "k", "v", "up", "down"} else
          "all seven projections as ABBA; LLM-Adapters/HiRA adapt five; the paper's choice not checked"),
-    dict(setting="r / alpha", paper=NOT_CHECKED + "; design.md: r=32, b=8", field="r / alpha / b",
+    dict(setting="r / alpha", paper=NOT_CHECKED, field="r / alpha / b",
          practice="DoRA r=32, alpha=64 (LoRA r=32 in its table); HiRA r_ab=32, no alpha (scale 1); ABBA r1=r2=32, alpha=32",
          source=f"{DORA}README 'sh llama_7B_Dora.sh 32 64'; {HIRA} models/get_models.py scale_ab=1.0; "
                 f"{ABBA} models.py l.107-110, scripts/train_cr.sh",

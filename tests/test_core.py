@@ -1,4 +1,4 @@
-"""The properties PEFT's own test suite checks for every method (design §3), for all six of ours.
+"""The properties PEFT's own test suite checks for every method, for all six of ours.
 
 Each property runs on a tiny LlamaForCausalLM and on a plain MLP with Linear layers fc1/fc2:
 the adapter starts as the identity; merged output equals unmerged output; unmerge restores W0

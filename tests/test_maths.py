@@ -1,4 +1,4 @@
-"""The mathematics of design §1: identities between the methods, BHRA's gradients, rank bounds, diagnostics.
+"""The mathematics of notebooks 01-03: identities between the methods, BHRA's gradients, rank bounds, diagnostics.
 
 Everything here works on single matrices and layers (no model), mostly in float64 so that exact
 identities can be checked at round-off level.
@@ -247,7 +247,7 @@ def test_trainable_count_equals_lora_budget(method, m, n, r, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# BHRA's gradients: localised to each block's slice of W0 (design §1)
+# BHRA's gradients: localised to each block's slice of W0 (notebook 03)
 # ---------------------------------------------------------------------------------------------
 
 
