@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import time
 
 import numpy as np
@@ -25,33 +24,28 @@ import lab  # first: the numerical pins (lab/machine.py) must be set before torc
 import torch  # noqa: E402
 
 
-def commonsense(methods, seeds):
+def commonsense(methods, seeds, run: dict):
     import lab
-    from lab.finetune import load_trained, train
     from core.bhra import adapted_layers, merge
 
     rows = []  # one per (method, seed, task): accuracy, the answers given
     info = {}
     for seed in seeds:
-        cfgs = lab.configs("offline", methods, seed=seed)
+        cfgs = lab.configs("offline", methods, seed=seed, **run)
         first = next(iter(cfgs.values()))
         _, tests = lab.load_commonsense(lab.data_dir(first), split="test")
         for t, ds in tests.items():
-            counts = collections.Counter(ds["answer"])
-            info.setdefault(t, []).append({"n": len(ds), "majority": max(counts.values()) / len(ds)})
+            info.setdefault(t, []).append({"n": len(ds), "majority": lab.majority(ds["answer"])})
         for m, cfg in cfgs.items():
             t0 = time.time()
-            rec = train(cfg, verbose=False)
+            lab.train(cfg, verbose=False)
             t1 = time.time()
-            model, tok = load_trained(cfg)
+            model, tok = lab.load_trained(cfg)
             if adapted_layers(model):
                 merge(model)
             for t, ds in tests.items():
-                recs = [ds[i] for i in range(len(ds))]
-                with lab.threads(1):
-                    gen = lab.generate(model, tok, recs, cfg.max_new_tokens, cfg.eval_batch_size)
-                given = [lab.extract_answer(t, g) for g in gen]
-                acc = float(np.mean([g == r["answer"] for g, r in zip(given, recs)]))
+                with lab.threads(cfg.threads):
+                    given, acc = lab.evaluate_task(model, tok, t, ds, cfg.max_new_tokens, cfg.eval_batch_size)
                 rows.append({"method": m, "seed": seed, "task": t, "acc": 100 * acc,
                              "answers": dict(collections.Counter(given))})
             print(f"seed {seed} {m:8s} train {t1 - t0:5.1f} s  eval {time.time() - t1:5.1f} s  "
@@ -100,10 +94,10 @@ def report(rows, info, methods):
             "chance": chance, "majority": major, "n": n, "criteria": ok}
 
 
-def continual(methods, seeds, grid):
+def continual(methods, seeds, grid, run: dict):
     from lab.continual import continual_preset, run_grid
 
-    spec = continual_preset("offline", grid=grid, methods=tuple(methods), seeds=tuple(seeds))
+    spec = continual_preset("offline", grid=grid, run=run, methods=tuple(methods), seeds=tuple(seeds))
     t0 = time.time()
     recs = run_grid(spec)
     print(f"continual grid: {len(recs)} stage-2 runs in {time.time() - t0:.0f} s")
@@ -136,26 +130,19 @@ def main():
     p.add_argument("--spec", default=None, help='BaseSpec overrides as JSON, e.g. \'{"pretrain_steps": 800}\' (to try a recipe)')
     p.add_argument("--run", default=None, help='RunConfig overrides for every run as JSON, e.g. \'{"max_steps": 200}\'')
     a = p.parse_args()
-    if a.spec or a.run:  # the overrides below patch this process's modules, which spawned workers would not see
-        os.environ["BHRA_WORKERS"] = "1"
-    if a.spec:  # every BaseSpec() of the harness gets these defaults (identity and build alike)
-        import lab.finetune
-        import lab.offline
-        over, orig = json.loads(a.spec), lab.offline.BaseSpec
-        lab.offline.BaseSpec = lab.finetune.BaseSpec = lambda **kw: orig(**{**over, **kw})
-    if a.run:
-        import lab.config
-        lab.config.PROFILES["offline"].update(json.loads(a.run))
+    run = json.loads(a.run) if a.run else {}  # RunConfig overrides of every run, the base model among them
+    if a.spec:
+        run["model"] = lab.BaseSpec(**json.loads(a.spec))
     torch.set_num_threads(1)
     lab.quiet()
     t0 = time.time()
     res = {}
     if not a.no_commonsense:
-        rows, info = commonsense(a.methods, a.seeds)
+        rows, info = commonsense(a.methods, a.seeds, run)
         res["commonsense"] = report(rows, info, a.methods)
         print(f"commonsense: {time.time() - t0:.0f} s")
     if not a.no_continual:
-        res["continual"] = continual(a.continual_methods, a.seeds, a.grid)
+        res["continual"] = continual(a.continual_methods, a.seeds, a.grid, run)
     print(f"total {time.time() - t0:.0f} s")
     res["args"] = vars(a)  # what was measured: methods, seeds, base-model and run overrides
     res["machine"] = lab.machine.machine()  # the CPU, the ISA torch computed with, the pins

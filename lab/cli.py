@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 from lab.config import PROFILES, RunConfig, preset
 from lab.finetune import data_dir, evaluate_run, run_dir, train
@@ -70,5 +71,8 @@ def main(argv=None):
     else:
         if fresh:
             train(cfg, reuse=False)
+        elif not (run_dir(cfg) / "run.json").exists():
+            raise SystemExit(f"error: no finished run in {run_dir(cfg)}: train it first, with the same flags: "
+                             f"python -m lab train {' '.join((argv if argv is not None else sys.argv[1:])[1:])}")
         _, tests = load_commonsense(data_dir(cfg), train_file=cfg.train_file, split="test")
         print(json.dumps(evaluate_run(cfg, tests, limit), indent=1))

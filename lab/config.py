@@ -1,48 +1,35 @@
-"""One configuration shape for every run: the `RunConfig` dataclass, its presets, and the path rule.
+"""One configuration shape for every run: the `RunConfig` dataclass, its presets, and the names.
 
 A profile is a preset of RunConfig; a run is a preset plus overrides (as nanoGPT's configurator):
 
     cfg = preset("offline", method="bhra")            # notebook 04, the CLI, the continual lab, the bench
     cfg = preset("paper", method="lora", seed=1)
+    cfg = preset("offline", model=BaseSpec(pretrain_steps=800))   # another offline base: another run
 
-The path rule, one for the whole harness: a relative `data_dir`, `model` folder or cache folder is
-read from the repository root, wherever the process started (a notebook kernel in notebooks/, the
-CLI at the root, pytest anywhere). File names inside a data folder (`train_file`, ...) are relative
-to that folder. A `model` that is no folder under the root (nor an absolute one) is a hub id.
+A RunConfig holds everything that changes a run's result, the base model included, and is the only
+thing a run depends on: spawned workers, the CLI and the notebooks build the same runs from it.
+
+The path rule, one for the whole harness (lab.cache.resolve): a relative `data_dir`, `model` folder or
+cache folder is read from the repository root, wherever the process started (a notebook kernel in
+notebooks/, the CLI at the root, pytest anywhere). File names inside a data folder (`train_file`, ...)
+are relative to that folder. A `model` that is no folder under the root (nor an absolute one) is a hub id.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 
 from core import bhra
 from core.bhra import LLAMA_TARGETS, AdapterConfig
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def resolve(path) -> Path:
-    """The path rule: absolute paths as given, relative ones from the repository root."""
-    p = Path(os.path.expanduser(str(path)))
-    return p if p.is_absolute() else REPO / p
-
-
-CACHE = resolve(os.environ.get("BHRA_CACHE", ".cache"))  # gitignored; every artefact lives here
+from lab.formats import TRAIN_FILE
+from lab.offline import BaseSpec
 
 # The names, defined once. "full" = every weight trainable (full fine-tuning).
 ABLATIONS = bhra.ABLATIONS                   # bhra_blocknorm: every W0 block rescaled to one magnitude
 METHODS = bhra.METHODS                       # lora, dora, hira, abba, gralora, bhra
 METHODS_ALL = METHODS + ("full",)            # notebooks 04/05/07: the six adapters and full fine-tuning
 TARGETS_ALL = LLAMA_TARGETS                  # q, k, v, o, gate, up, down
-OFFLINE = "offline"                          # the model name that means "the small Llama built by lab.offline"
+OFFLINE = "offline"                          # the model name that means the default BaseSpec (lab/offline_base/)
 
 # Learning rates per method, one table for both profiles. The paper column holds published starting
 # points: LoRA 3e-4 (LLM-Adapters), DoRA 2e-4 (DoRA paper, commonsense), HiRA and ABBA 1e-3 (their
@@ -70,7 +57,7 @@ class RunConfig:
     """One fine-tuning run. The paper and offline profiles differ only in these values."""
     method: str = "bhra"                  # one of METHODS_ALL or ABLATIONS ("full" = every weight trainable)
     profile: str = "offline"              # selects the learning-rate column and the run folder
-    model: str = OFFLINE                  # hub id or folder; "offline" = the small Llama built by lab.offline
+    model: str | BaseSpec = OFFLINE       # hub id, folder, or an offline BaseSpec; "offline" = the default BaseSpec
     data_dir: str | None = None           # LLM-Adapters layout; None = the synthetic folder of this seed
     train_file: str = "ft-training_set/commonsense_synthetic.json"  # inside data_dir
     r: int = 8                            # LoRA-equivalent rank, the same for every method
@@ -96,13 +83,18 @@ class RunConfig:
     max_new_tokens: int = 16              # generated tokens per test question
     eval_batch_size: int = 64
     seed: int = 0
+    threads: int | None = 1               # torch CPU threads (None: torch's default); offline results depend on it
+    progress: bool = False                # progress bars and where the model runs, for runs of hours
+    cache: str | None = None              # where artefacts go (lab.cache.root); not part of a run's identity
 
     def __post_init__(self):
         self.targets = tuple(self.targets) if not isinstance(self.targets, str) else self.targets
         if self.method not in METHODS_ALL + ABLATIONS:
             raise ValueError(f"unknown method {self.method!r}: choose one of {METHODS_ALL + ABLATIONS}")
-        if self.profile not in PROFILES_NAMES:
-            raise ValueError(f"unknown profile {self.profile!r}: choose one of {PROFILES_NAMES}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}: choose one of {sorted(PROFILES)}")
+        if self.model == BaseSpec():  # one spelling of the default base, so that both name the same run
+            self.model = OFFLINE
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size={self.micro_batch_size}")
 
@@ -115,22 +107,26 @@ class RunConfig:
                              rslora=self.rslora, dropout=self.dropout, targets=self.targets)
 
 
-PROFILES_NAMES = ("offline", "paper")
-
-# The two profiles: presets of RunConfig, nothing else differs. Sources of the paper values are in
-# notebook 04's settings table.
+# The two profiles, as what differs from RunConfig's defaults (the offline profile IS the defaults).
+# Sources of the paper values are in notebook 04's settings table.
 PROFILES = {
-    "paper": dict(profile="paper", model="meta-llama/Llama-3.2-1B", data_dir="data/LLM-Adapters",
-                  train_file="ft-training_set/commonsense_170k.json", r=32, b=8, k=2, alpha=64.0,
-                  targets=TARGETS_ALL, cutoff_len=256, bf16=True, max_steps=0, epochs=2.0,
-                  batch_size=16, micro_batch_size=4, warmup_steps=100, save_steps=500,
-                  num_beams=4, max_new_tokens=32, eval_batch_size=16),
-    "offline": dict(profile="offline", model=OFFLINE, data_dir=None,
-                    train_file="ft-training_set/commonsense_synthetic.json", r=8, b=4, k=2, alpha=16.0,
-                    targets=TARGETS_ALL, cutoff_len=256, bf16=False, max_steps=300, epochs=3.0,
-                    batch_size=16, micro_batch_size=16, warmup_steps=10, save_steps=0,
-                    num_beams=1, max_new_tokens=16, eval_batch_size=64),
+    "offline": dict(),
+    "paper": dict(model="meta-llama/Llama-3.2-1B", data_dir="data/LLM-Adapters",
+                  train_file=TRAIN_FILE, r=32, b=8, alpha=64.0, bf16=True, max_steps=0, epochs=2.0,
+                  micro_batch_size=4, warmup_steps=100, save_steps=500, num_beams=4, max_new_tokens=32,
+                  eval_batch_size=16, threads=None, progress=True),
 }
+
+# What notebooks 04 and 05 print of each profile, in this order.
+DESCRIBED = ("model", "data_dir", "train_file", "r", "b", "k", "alpha", "cutoff_len", "bf16", "max_steps", "epochs",
+             "batch_size", "micro_batch_size", "warmup_steps", "save_steps", "num_beams", "max_new_tokens",
+             "eval_batch_size")
+
+
+def describe(profile: str) -> dict:
+    """The profile's values of the settings in DESCRIBED."""
+    cfg = preset(profile)
+    return {k: getattr(cfg, k) for k in DESCRIBED}
 
 
 def preset(profile: str = "offline", **overrides) -> RunConfig:
@@ -141,87 +137,9 @@ def preset(profile: str = "offline", **overrides) -> RunConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}: RunConfig has {sorted(fields)}")
-    return RunConfig(**{**PROFILES[profile], **overrides})
+    return RunConfig(**{"profile": profile, **PROFILES[profile], **overrides})
 
 
 def configs(profile: str, methods=METHODS_ALL, **overrides) -> dict:
     """{method: RunConfig} for a profile at one matched budget (same r, steps, batch, data)."""
     return {m: preset(profile, **{**overrides, "method": m}) for m in methods}
-
-
-# ---------------------------------------------------------------------------------------------
-# Small file helpers: cache keys, atomic writes
-# ---------------------------------------------------------------------------------------------
-
-def stable_hash(obj) -> str:
-    """A short, stable hash of a JSON-able object (cache keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def publish(tmp: Path, final: Path) -> Path:
-    """Move a finished temp folder into place; if another process got there first, keep theirs."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, final) if not final.exists() else shutil.rmtree(tmp)
-    except OSError:  # final appeared between the check and the rename
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a killed write leaves the old file (or none), never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-@contextmanager
-def threads(n: int = 1):
-    """Run a block at a fixed torch CPU thread count: the offline results depend on it (a reduction
-    split over 1 or 2 threads rounds differently, and a few hundred steps amplify the difference)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def workers() -> int:
-    """How many offline runs train at once: one per CPU core, as each run is pinned to one thread. A
-    run's numbers do not depend on this (only on its own thread count); BHRA_WORKERS=1 runs in-process."""
-    n = os.environ.get("BHRA_WORKERS", "")
-    if n and not n.isdigit():
-        raise ValueError(f"BHRA_WORKERS={n!r}: give a whole number of processes, e.g. BHRA_WORKERS=1")
-    return max(1, int(n) if n else os.cpu_count() or 1)
-
-
-def in_parallel(fn, jobs: list[tuple]) -> list:
-    """[fn(*job) for job in jobs], spread over `workers()` fresh processes; results in the jobs' order.
-    `fn` must be importable (a module's function), as the processes are spawned, not forked: they start
-    from fresh imports, and get this process's cache folder (`CACHE`) but no other change made at run time."""
-    n = min(workers(), len(jobs))
-    if n <= 1:
-        return [fn(*job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
-                             initargs=(CACHE,)) as pool:
-        return list(pool.map(fn, *zip(*jobs)))
-
-
-def _worker(cache: Path) -> None:
-    global CACHE
-    CACHE = cache
-    quiet()
-
-
-def quiet() -> None:
-    """Silence the libraries' progress bars and warnings (notebook outputs stay readable)."""
-    import datasets
-    import transformers
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()

@@ -39,14 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from core.bhra import adapted_layers, merge_and_unload
-from lab import config
-from lab.config import ABLATIONS, LEARNING_RATES, RunConfig, in_parallel, preset, stable_hash, write_json
-from lab.finetune import data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, train
+from lab.cache import root, stable_hash, write_json
+from lab.config import ABLATIONS, RunConfig, preset
+from lab.finetune import (data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, stored_dtype,
+                          train)
+from lab.pool import in_parallel
 from lab.formats import load_commonsense, load_json_records
 from lab.stats import CI, mean_ci, paired_diff, verdict
 
 ADDITIVE = ("lora", "gralora", "abba")  # the W0-free additive controls of the paper
-COUPLED = ("hira", "bhra")  # the W0-coupled methods
 ABLATION = ABLATIONS[0]  # "bhra_blocknorm": BHRA with every W0 block normalised to the same magnitude
 
 # ---------------------------------------------------------------------------------------------
@@ -258,13 +259,14 @@ def sensitivity(records, method: str = "bhra", offsets=(-10.0, -5.0, -2.0, 0.0),
 # stage-1 model saved with save_pretrained, so it loads like any base model (RunConfig.model is
 # that folder). Every finished piece is cached under .cache/continual/, keyed by its settings.
 
-GRIDS = {  # BHRA_GRID selects one; the notebooks' committed outputs come from "full", the default
+GRIDS = {  # the notebooks' committed outputs come from "full", the default
     "full": dict(seeds=(0, 1, 2), lr_multipliers=(0.1, 0.3, 1.0)),
     "ci": dict(seeds=(0,), lr_multipliers=(0.1, 1.0)),
 }
 
 
 def grid_from_env(default: str = "full") -> tuple[str, dict]:
+    """(name, settings) of the grid BHRA_GRID names: what the notebooks' parameters cells read."""
     name = os.environ.get("BHRA_GRID", default).strip().lower()
     if name not in GRIDS:
         raise ValueError(f"BHRA_GRID={name!r}: choose one of {sorted(GRIDS)}")
@@ -301,7 +303,9 @@ class ContinualSpec:
         d = dataclasses.asdict(self)
         for k in ("methods", "seeds", "lr_multipliers"):
             d.pop(k)
-        d["base"] = model_identity(self.run.model)
+        d["base"] = model_identity(self.run.model, self.run.cache)
+        for k in ("cache", "progress"):  # where the pieces are stored, and bars, are no part of what they are
+            d["run"].pop(k)
         return d
 
 
@@ -319,21 +323,22 @@ CONTINUAL = {
 }
 
 
-def continual_preset(profile: str = "offline", grid: str | None = None, run: dict | None = None,
+def continual_preset(profile: str = "offline", grid: str = "full", run: dict | None = None,
                      **overrides) -> ContinualSpec:
     """The profile's ContinualSpec: its RunConfig preset (plus `run` overrides), the grid's seeds
-    and rates (BHRA_GRID, default "full"), then `overrides` on top."""
+    and rates (GRIDS), then `overrides` on top."""
     if profile not in CONTINUAL:
         raise ValueError(f"unknown profile {profile!r}: choose one of {sorted(CONTINUAL)}")
     p = dict(CONTINUAL[profile])
     run_cfg = preset(profile, **{**p.pop("run"), **(run or {})})
-    _, g = grid_from_env() if grid is None else (grid, dict(GRIDS[grid]))
-    return ContinualSpec(run=run_cfg, **{**p, **g, **overrides})
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}: choose one of {sorted(GRIDS)}")
+    return ContinualSpec(run=run_cfg, **{**p, **GRIDS[grid], **overrides})
 
 
 def base_lr(spec: ContinualSpec, method: str) -> float:
-    """The method's stage-1 learning rate: the lab's table (the ablation uses BHRA's)."""
-    return LEARNING_RATES[method][spec.profile]
+    """The method's stage-1 learning rate: spec.run's `lr` if set, else the lab's table (the ablation uses BHRA's)."""
+    return dataclasses.replace(spec.run, method=method).learning_rate
 
 
 def _config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str, lr: float) -> RunConfig:
@@ -344,7 +349,7 @@ def _config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str,
 
 
 def _root(spec: ContinualSpec) -> Path:
-    return config.CACHE / "continual" / spec.profile / stable_hash(spec.key())
+    return root(spec.run.cache) / "continual" / spec.profile / stable_hash(spec.key())
 
 
 def check_data(spec: ContinualSpec, seed: int = 0) -> None:
@@ -393,7 +398,7 @@ def run_stage1(spec: ContinualSpec, method: str, seed: int, verbose: bool = Fals
     model, tokenizer = _merged(cfg)
     tests_a, _ = _tests(spec, seed)
     acc_a = _accuracy(spec, model, tokenizer, tests_a, "A")
-    save_merged(model, tokenizer, folder / "stage1_model")
+    save_merged(model, tokenizer, folder / "stage1_model", dtype=stored_dtype(spec.run.model, spec.run.cache))
     out = {"method": method, "seed": seed, "lr_stage1": cfg.learning_rate, "acc_A_stage1": acc_a,
            "model": str(folder / "stage1_model"), "train_seconds": rec["seconds"], "run_dir": rec["run_dir"]}
     write_json(done, out)
@@ -425,7 +430,7 @@ def base_accuracy(spec: ContinualSpec, seed: int) -> dict:
     done = _root(spec) / "base" / f"seed{seed}.json"
     if done.exists():
         return json.loads(done.read_text())
-    model, tokenizer = load_model(spec.run.model)
+    model, tokenizer = load_model(spec.run.model, cache=spec.run.cache)
     tests_a, tests_b = _tests(spec, seed)
     out = {"seed": seed, "acc_A": _accuracy(spec, model, tokenizer, tests_a, "A"),
            "acc_B": _accuracy(spec, model, tokenizer, tests_b, "B")}
@@ -439,9 +444,9 @@ def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list
         check_data(spec, seed)  # a missing stage-2 file is found before hours of stage 1
     t0 = time.time()
     grid = [(spec, m, seed, mult) for m in spec.methods for seed in spec.seeds for mult in spec.lr_multipliers]
-    if spec.profile == "offline" and not verbose:  # side by side, one single-threaded run per core
-        in_parallel(run_stage1, [(spec, m, seed) for m in spec.methods for seed in spec.seeds])
-        records = in_parallel(run_stage2, grid)
+    if spec.run.threads == 1:  # single-threaded runs go side by side, one per core
+        in_parallel(run_stage1, [(spec, m, seed, verbose) for m in spec.methods for seed in spec.seeds])
+        records = in_parallel(run_stage2, [(*job, verbose) for job in grid])
     else:
         records = [run_stage2(*job, verbose) for job in grid]
     if progress:

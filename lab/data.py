@@ -14,7 +14,7 @@ What it writes (the layout lab.formats.load_commonsense and lab.continual read):
     <out>/ft-training_set/MetaMathQA-40K.json     meta-math/MetaMathQA, its first 40k records
     <out>/dataset/gsm8k/test.json                 openai/gsm8k ("main", test: 1319 problems)
 
-Relative `--out` paths follow the harness's path rule (lab.config.resolve: from the repository root).
+Relative `--out` paths follow the harness's path rule (lab.cache.resolve: from the repository root).
 A file already there is kept (use --force to rewrite it). The test sets are built from the original
 datasets with LLM-Adapters' instruction templates and answer words; LLM-Adapters' own files
 (github.com/AGI-Edgerunners/LLM-Adapters, dataset/<task>/test.json) are the reference the papers used:
@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-from lab.config import resolve, write_json
-from lab.formats import REQUIRED_KEYS, math_records
+from lab.cache import resolve, write_json
+from lab.formats import REQUIRED_KEYS, TRAIN_FILE, commonsense_record, math_records
 
 OUT = "data/LLM-Adapters"  # the paper profile's data_dir (lab.config.PROFILES["paper"])
-TRAIN_FILE = "ft-training_set/commonsense_170k.json"
 MATH_FILE = "ft-training_set/MetaMathQA-40K.json"  # lab.continual's paper preset reads this one
 GSM8K_FILE = "dataset/gsm8k/test.json"
 N_MATH = 40_000
@@ -41,64 +41,39 @@ N_MATH = 40_000
 # ----------------------------------------------------------------------------------------------
 
 
-def _record(instruction: str, answer: str) -> dict:
-    return {"instruction": instruction, "input": "", "output": f"the correct answer is {answer}", "answer": answer}
-
-
-def _options(label: str, options) -> str:
-    """'Answer1: x\\n\\nAnswer2: y' ... as LLM-Adapters lists the choices."""
-    return "\n\n".join(f"{label}{i}: {o}" for i, o in enumerate(options, 1))
-
-
-def _fmt(word: str, n: int) -> str:
-    return "/".join(f"{word}{i}" for i in range(1, n + 1))
-
-
 def boolq(e: dict) -> dict:
     """google/boolq {question, answer: bool, passage} (super_glue's {label: 0/1} too). LLM-Adapters asks
     the question alone, without the passage."""
     q = e["question"].strip()
-    q = q if q.endswith("?") else q + "?"
-    truth = e["answer"] if "answer" in e else e["label"]
-    return _record(f"Please answer the following question with true or false, question: {q}\n\n"
-                   "Answer format: true/false", "true" if truth else "false")
+    return commonsense_record("boolq", q if q.endswith("?") else q + "?", [], e["answer"] if "answer" in e else e["label"])
 
 
 def piqa(e: dict) -> dict:
     """ybisk/piqa {goal, sol1, sol2, label: 0/1}."""
-    return _record(f"Please choose the correct solution to the question: {e['goal']}\n\n"
-                   f"{_options('Solution', [e['sol1'], e['sol2']])}\n\nAnswer format: solution1/solution2",
-                   f"solution{int(e['label']) + 1}")
+    return commonsense_record("piqa", e["goal"], [e["sol1"], e["sol2"]], int(e["label"]) + 1)
 
 
 def social_i_qa(e: dict) -> dict:
     """allenai/social_i_qa {context, question, answerA/B/C, label: "1".."3"}."""
-    return _record(f"Please choose the correct answer to the question: {e['context']} {e['question']}\n\n"
-                   f"{_options('Answer', [e['answerA'], e['answerB'], e['answerC']])}\n\n"
-                   f"Answer format: {_fmt('answer', 3)}", f"answer{int(e['label'])}")
+    return commonsense_record("social_i_qa", f"{e['context']} {e['question']}", [e["answerA"], e["answerB"], e["answerC"]],
+                              int(e["label"]))
 
 
 def hellaswag(e: dict) -> dict:
     """Rowan/hellaswag {activity_label, ctx, endings[4], label: "0".."3"}."""
-    return _record(f"Please choose the correct ending to complete the given sentence: {e['activity_label']}: {e['ctx']}\n\n"
-                   f"{_options('Ending', e['endings'])}\n\nAnswer format: {_fmt('ending', len(e['endings']))}",
-                   f"ending{int(e['label']) + 1}")
+    return commonsense_record("hellaswag", f"{e['activity_label']}: {e['ctx']}", e["endings"], int(e["label"]) + 1)
 
 
 def winogrande(e: dict) -> dict:
     """allenai/winogrande {sentence with "_", option1, option2, answer: "1"/"2"}."""
-    return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {e['sentence']}\n\n"
-                   f"{_options('Option', [e['option1'], e['option2']])}\n\nAnswer format: option1/option2",
-                   f"option{int(e['answer'])}")
+    return commonsense_record("winogrande", e["sentence"], [e["option1"], e["option2"]], int(e["answer"]))
 
 
-def multiple_choice(e: dict) -> dict:
+def multiple_choice(e: dict, task: str) -> dict:
     """allenai/ai2_arc {question, choices: {text, label}, answerKey} and allenai/openbookqa (question_stem)."""
-    texts, labels = e["choices"]["text"], list(e["choices"]["label"])
-    question = e.get("question_stem") or e["question"]
-    return _record(f"Please choose the correct answer to the question: {question}\n\n"
-                   f"{_options('Answer', texts)}\n\nAnswer format: {_fmt('answer', len(texts))}",
-                   f"answer{labels.index(e['answerKey']) + 1}")
+    labels = list(e["choices"]["label"])
+    return commonsense_record(task, e.get("question_stem") or e["question"], e["choices"]["text"],
+                              labels.index(e["answerKey"]) + 1)
 
 
 # task folder -> (hub dataset, config, split, converter). The splits LLM-Adapters evaluates on:
@@ -109,9 +84,9 @@ TESTS = {
     "social_i_qa":   ("allenai/social_i_qa", None, "validation", social_i_qa),     # 1954
     "hellaswag":     ("Rowan/hellaswag", None, "validation", hellaswag),           # 10042
     "winogrande":    ("allenai/winogrande", "winogrande_xl", "validation", winogrande),  # 1267
-    "ARC-Easy":      ("allenai/ai2_arc", "ARC-Easy", "test", multiple_choice),      # 2376
-    "ARC-Challenge": ("allenai/ai2_arc", "ARC-Challenge", "test", multiple_choice),  # 1172
-    "openbookqa":    ("allenai/openbookqa", "main", "test", multiple_choice),       # 500
+    "ARC-Easy":      ("allenai/ai2_arc", "ARC-Easy", "test", partial(multiple_choice, task="ARC-Easy")),            # 2376
+    "ARC-Challenge": ("allenai/ai2_arc", "ARC-Challenge", "test", partial(multiple_choice, task="ARC-Challenge")),  # 1172
+    "openbookqa":    ("allenai/openbookqa", "main", "test", partial(multiple_choice, task="openbookqa")),         # 500
 }
 TRAIN = ("zwhe99/commonsense_170k", None, "train")
 MATH = ("meta-math/MetaMathQA", None, "train")

@@ -7,25 +7,69 @@ commonsense_170k and the per-task test files are JSON lists of {"instruction", "
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
-# The eight commonsense tasks of LLM-Adapters: folder name -> regex of valid answers (first match wins).
-COMMONSENSE_TASKS = {
-    "boolq": r"true|false",
-    "piqa": r"solution1|solution2",
-    "social_i_qa": r"answer1|answer2|answer3|answer4|answer5",
-    "hellaswag": r"ending1|ending2|ending3|ending4",
-    "winogrande": r"option1|option2",
-    "ARC-Easy": r"answer1|answer2|answer3|answer4|answer5",
-    "ARC-Challenge": r"answer1|answer2|answer3|answer4|answer5",
-    "openbookqa": r"answer1|answer2|answer3|answer4|answer5",
-}
+# ----------------------------------------------------------------------------------------------
+# The eight commonsense tasks: one table, and the records written from it
+# ----------------------------------------------------------------------------------------------
 
-# Chance accuracy of each task: one uniform guess among its options (the real tasks' counts; the
-# offline stand-ins use the same counts, see lab.offline).
-CHANCE = {"boolq": 1 / 2, "piqa": 1 / 2, "social_i_qa": 1 / 3, "hellaswag": 1 / 4, "winogrande": 1 / 2,
-          "ARC-Easy": 1 / 4, "ARC-Challenge": 1 / 5, "openbookqa": 1 / 4}
+
+@dataclass(frozen=True)
+class Task:
+    """One commonsense task as LLM-Adapters writes it: `prefix` and the question, the options listed as
+    "Solution1: ...", the answers "solution1", "solution2", ... (boolq, without `word`: true/false)."""
+    prefix: str
+    word: str          # the answer word ("solution"); "" for boolq
+    n_options: int     # the real task's
+    regex: str         # the valid answers, as LLM-Adapters extracts them (first match wins)
+
+    @property
+    def label(self) -> str:
+        """How the options are listed: "Solution1: ..."."""
+        return self.word.capitalize()
+
+
+_ANSWER = "Please choose the correct answer to the question: "
+_ANSWERS = r"answer1|answer2|answer3|answer4|answer5"
+
+# The eight commonsense tasks of LLM-Adapters, under their folder names.
+TASKS = {
+    "boolq": Task("Please answer the following question with true or false, question: ", "", 2, r"true|false"),
+    "piqa": Task("Please choose the correct solution to the question: ", "solution", 2, r"solution1|solution2"),
+    "social_i_qa": Task(_ANSWER, "answer", 3, _ANSWERS),
+    "hellaswag": Task("Please choose the correct ending to complete the given sentence: ", "ending", 4,
+                      r"ending1|ending2|ending3|ending4"),
+    "winogrande": Task("Please choose the correct answer to fill in the blank to complete the given sentence: ",
+                       "option", 2, r"option1|option2"),
+    "ARC-Easy": Task(_ANSWER, "answer", 4, _ANSWERS),
+    "ARC-Challenge": Task(_ANSWER, "answer", 5, _ANSWERS),
+    "openbookqa": Task(_ANSWER, "answer", 4, _ANSWERS),
+}
+COMMONSENSE_TASKS = {name: t.regex for name, t in TASKS.items()}
+
+# Chance accuracy of each task: one uniform guess among its options (the offline stand-ins have as many).
+CHANCE = {name: 1 / t.n_options for name, t in TASKS.items()}
 CHANCE["average"] = sum(CHANCE.values()) / len(CHANCE)
+
+
+def commonsense_record(task: str, question: str, options, answer) -> dict:
+    """One record of `task`. `answer`: the 1-based index of the correct option, or for boolq (no
+    options) the truth as a bool."""
+    t = TASKS[task]
+    listed = "".join(f"\n\n{t.label}{i}: {o}" for i, o in enumerate(options, 1))
+    words = [f"{t.word}{i}" for i in range(1, len(options) + 1)] if t.word else ["true", "false"]
+    answer = f"{t.word}{answer}" if t.word else ("true" if answer else "false")
+    return {"instruction": f"{t.prefix}{question}{listed}\n\nAnswer format: {'/'.join(words)}", "input": "",
+            "output": f"the correct answer is {answer}", "answer": answer}
+
+
+def chance_of(records) -> float:
+    """Chance accuracy on `records` (of one task): the mean of 1/(number of options), each read from its
+    instruction's "Answer format: a/b/c" line."""
+    ks = [len(r["instruction"].rsplit("Answer format: ", 1)[1].split("/")) for r in records]
+    return float(sum(Fraction(1, k) for k in ks) / len(ks))  # exact: k options each give 1/k, as CHANCE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -33,10 +77,11 @@ CHANCE["average"] = sum(CHANCE.values()) / len(CHANCE)
 # ----------------------------------------------------------------------------------------------
 
 REQUIRED_KEYS = ("instruction", "input", "output", "answer")
+TRAIN_FILE = "ft-training_set/commonsense_170k.json"  # in the data folder
 
 DOWNLOAD_HINT = {
     "commonsense": "Run `python -m lab.data` (or `make data`) once on a machine with hub access: it writes "
-                   "ft-training_set/commonsense_170k.json and dataset/<task>/test.json for the eight tasks under "
+                   f"{TRAIN_FILE} and dataset/<task>/test.json for the eight tasks under "
                    "data/LLM-Adapters, the paper profile's data_dir. Or copy them from a clone of the LLM-Adapters "
                    "repository (github.com/AGI-Edgerunners/LLM-Adapters) into {data_dir} in the same layout.",
     "math": "Run `python -m lab.data` (or `make data`) once on a machine with hub access: it writes "
@@ -64,33 +109,13 @@ def load_json_records(path, kind: str = "commonsense"):
     return ds
 
 
-def load_commonsense(data_dir, train_file: str = "ft-training_set/commonsense_170k.json",
+def load_commonsense(data_dir, train_file: str = TRAIN_FILE,
                      tasks=tuple(COMMONSENSE_TASKS), split: str = "both"):
     """(train dataset, {task: test dataset}) from a folder in LLM-Adapters' layout."""
     data_dir = Path(data_dir)
     train = load_json_records(data_dir / train_file) if split in ("both", "train") else None
     tests = {t: load_json_records(data_dir / "dataset" / t / "test.json") for t in tasks} if split in ("both", "test") else None
     return train, tests
-
-
-def load_math(source: str, split: str = "train"):
-    """MetaMathQA (train) or GSM8K (test) as LLM-Adapters records, from a local file or a hub name.
-
-    Local JSON in LLM-Adapters format is read as is; other formats go through `math_records`."""
-    import datasets
-
-    p = Path(source)
-    if p.suffix in (".json", ".jsonl") or p.exists():
-        if not p.is_file():
-            raise FileNotFoundError(f"data file not found: {p}\n" + DOWNLOAD_HINT["math"])
-        ds = datasets.load_dataset("json", data_files=str(p), split="train")
-    else:
-        try:
-            ds = datasets.load_dataset(source, "main", split=split) if "gsm8k" in source else datasets.load_dataset(source, split=split)
-        except Exception as e:
-            raise FileNotFoundError(f"could not load {source!r} from the hub ({type(e).__name__}). "
-                                    + DOWNLOAD_HINT["math"]) from e
-    return math_records(ds, source)
 
 
 def math_records(ds, source: str = "dataset"):

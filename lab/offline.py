@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lab import config
-from lab.config import publish, stable_hash, threads, write_json
-from lab.formats import COMMONSENSE_TASKS, generate_prompt
+from lab.cache import building, root, stable_hash, write_json
+from lab.formats import COMMONSENSE_TASKS, TASKS, Task, commonsense_record, generate_prompt
+from lab.pool import threads
 
 # ----------------------------------------------------------------------------------------------
 # The base model
@@ -175,10 +173,10 @@ def recipe_hash() -> str:
 
     parts = [inspect.getsource(f) for f in (world_sentences, _story, _problem_records, _word_problem, world_corpus,
                                             pretraining_questions, word_salad, build_tokenizer, _tokenizer_texts,
-                                            _pretrain, _window, _options, _choices, _record, _commonsense_example,
+                                            _pretrain, _window, _options, Task, commonsense_record, _commonsense_example,
                                             make_commonsense, _arithmetic_example, make_arithmetic, _distinct,
                                             offline_data)]
-    return stable_hash([parts, WORLD, NAMES, STORY_FRACTION, N_OPTIONS, WINDOW_START, SPECIAL_TOKENS])
+    return stable_hash([parts, WORLD, NAMES, STORY_FRACTION, repr(TASKS), WINDOW_START, QUESTIONS, SPECIAL_TOKENS])
 
 
 SPECIAL_TOKENS = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}
@@ -212,30 +210,24 @@ def _tokenizer_texts(seed: int, problem_fraction: float = 0.0) -> list[str]:
 SHIPPED = Path(__file__).resolve().parent / "offline_base"  # the default base, built once and committed (make base)
 
 
-def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: bool = True) -> Path:
-    """Folder of the offline base model: `.cache/base/<hash>`. The default one is copied there from the
+def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: bool = True, cache=None) -> Path:
+    """Folder of the offline base model: `<cache>/base/<hash>`. The default one is copied there from the
     committed `lab/offline_base/`, whose weights are then the same on every machine whatever its kernels; any
     other spec is built on first use, then reused."""
     spec = spec or BaseSpec()
-    final = config.CACHE / "base" / stable_hash(dataclasses.asdict(spec))
+    final = root(cache) / "base" / stable_hash(dataclasses.asdict(spec))
     if (final / "config.json").exists():
         return final
     shipped = _is_shipped(spec)
     if not build and not shipped:
         raise FileNotFoundError(f"offline base model not built yet: {final}")
     t0 = time.time()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
+    with building(final) as tmp:
         if shipped:
             for f in SHIPPED.iterdir():
                 shutil.copyfile(f, tmp / f.name)
         else:
             _build(spec, tmp, verbose)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish(tmp, final)
     if verbose and not shipped:
         print(f"built offline base model in {time.time() - t0:.0f} s -> {final}")
     return final
@@ -271,17 +263,8 @@ def _build(spec: BaseSpec, folder: Path, verbose: bool) -> None:
 def ship_base(verbose: bool = True) -> Path:
     """Rebuild the default base from its recipe into `lab/offline_base/`, replacing the committed one (`make base`);
     commit the result with the change of recipe that needed it."""
-    tmp = Path(tempfile.mkdtemp(prefix=".offline_base-", dir=SHIPPED.parent))
-    try:
+    with building(SHIPPED, replace=True) as tmp:
         _build(BaseSpec(), tmp, verbose)
-        old = SHIPPED.with_name(SHIPPED.name + ".old")
-        if SHIPPED.exists():
-            os.replace(SHIPPED, old)
-        os.replace(tmp, SHIPPED)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SHIPPED
 
 
@@ -326,16 +309,15 @@ def _pretrain(spec: BaseSpec, tokenizer, verbose: bool):
 # Synthetic tasks (offline profile). Each family copies the wording and the answer format of one
 # of the eight commonsense tasks; every question is answered by a fact of WORLD.
 
-# Every family draws its categories from a fixed window of WORLD's categories: its size (the options of
-# a multiple-choice family; boolq's two categories) and its first category.
-N_OPTIONS = {"boolq": 2, "piqa": 2, "social_i_qa": 3, "ARC-Easy": 4, "ARC-Challenge": 5, "openbookqa": 4, "hellaswag": 4, "winogrande": 2}
+# Every family draws its categories from a fixed window of WORLD's categories: as many as the real task
+# has options (boolq: two categories), from its first category.
 WINDOW_START = {"boolq": 5, "piqa": 0, "social_i_qa": 1, "ARC-Easy": 2, "ARC-Challenge": 0, "openbookqa": 3, "hellaswag": 1, "winogrande": 4}
 
 
 def _window(task: str) -> list[str]:
     """The categories a family draws its questions and options from, in a fixed order."""
     cats = list(WORLD)
-    return [cats[(WINDOW_START[task] + j) % len(cats)] for j in range(N_OPTIONS[task])]
+    return [cats[(WINDOW_START[task] + j) % len(cats)] for j in range(TASKS[task].n_options)]
 
 
 def _options(rng: random.Random, task: str, cat: str, fmt: str = "{}") -> tuple[list[str], int]:
@@ -349,58 +331,36 @@ def _options(rng: random.Random, task: str, cat: str, fmt: str = "{}") -> tuple[
     return [fmt.format(rng.choice(WORLD[c][0])) for c in win], win.index(cat) + 1
 
 
-def _choices(label: str, opts: list[str]) -> str:
-    return "\n\n".join(f"{label}{i}: {o}" for i, o in enumerate(opts, 1))
-
-
-def _record(instruction: str, answer: str) -> dict:
-    return {"instruction": instruction, "input": "", "output": f"the correct answer is {answer}", "answer": answer}
+# The multiple-choice families: (question, option format), the question filled with the drawn
+# category's words. ARC-Challenge names the category only through its verb.
+QUESTIONS = {
+    "piqa": ("{name} wants to {verb} something. what should {name} do?", "take the {}"),
+    "social_i_qa": ("{name} went to the {place}. what did {name} find there?", "{}"),
+    "ARC-Easy": ("which of these is a {cat}?", "{}"),
+    "ARC-Challenge": ("which of these can you {verb}?", "{}"),
+    "openbookqa": ("fact: a {x} is kept in the {place}. which of these is kept in the {place}?", "{}"),
+    "hellaswag": ("{name} walked into the {place} and looked at the", "{}."),
+}
 
 
 def _commonsense_example(task: str, rng: random.Random) -> dict:
-    cats = list(WORLD)
-    cat = rng.choice(_window(task))
+    win = _window(task)
+    cat = rng.choice(win)
     things, verb, place = WORLD[cat]
     x, (name, other) = rng.choice(things), rng.sample(NAMES, 2)
 
     # Seven families name the category (through a word: "fruit", "eat", "kitchen"); winogrande names
     # only a thing x, so its answer needs W0's fact "a x is a kind of c", thing by thing.
     if task == "boolq":  # can you do the window's first verb with the category? (W0 read "you can wear a hat")
-        win = _window(task)
-        q = f"{name} and {other} are in the {WORLD[rng.choice(cats)][2]}. is it true that you can {WORLD[win[0]][1]} a {cat}?"
-        return _record(f"Please answer the following question with true or false, question: {q}\n\nAnswer format: true/false",
-                       "true" if cat == win[0] else "false")
-    if task == "piqa":
-        opts, i = _options(rng, task, cat, "take the {}")
-        return _record(f"Please choose the correct solution to the question: {name} wants to {verb} something. what should {name} do?\n\n"
-                       f"{_choices('Solution', opts)}\n\nAnswer format: solution1/solution2", f"solution{i}")
-    if task == "social_i_qa":
-        opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to the question: {name} went to the {place}. what did {name} find there?\n\n"
-                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3", f"answer{i}")
-    if task == "ARC-Easy":
-        opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to the question: which of these is a {cat}?\n\n"
-                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4", f"answer{i}")
-    if task == "ARC-Challenge":  # five options, and the category is named only through its verb
-        opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to the question: which of these can you {verb}?\n\n"
-                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4/answer5", f"answer{i}")
-    if task == "openbookqa":
-        opts, i = _options(rng, task, cat)
-        return _record(f"Please choose the correct answer to the question: fact: a {x} is kept in the {place}. "
-                       f"which of these is kept in the {place}?\n\n"
-                       f"{_choices('Answer', opts)}\n\nAnswer format: answer1/answer2/answer3/answer4", f"answer{i}")
-    if task == "hellaswag":
-        opts, i = _options(rng, task, cat, "{}.")
-        return _record(f"Please choose the correct ending to complete the given sentence: {name} walked into the {place} and looked at the\n\n"
-                       f"{_choices('Ending', opts)}\n\nAnswer format: ending1/ending2/ending3/ending4", f"ending{i}")
-    if task == "winogrande":  # two options, places; the question names a thing
-        opts = [WORLD[c][2] for c in _window(task)]
-        return _record(f"Please choose the correct answer to fill in the blank to complete the given sentence: {name} and {other} "
-                       f"keep the {x} in the _.\n\n{_choices('Option', opts)}\n\nAnswer format: option1/option2",
-                       f"option{_window(task).index(cat) + 1}")
-    raise ValueError(f"unknown task {task!r}; expected one of {list(COMMONSENSE_TASKS)}")
+        where = WORLD[rng.choice(list(WORLD))][2]
+        q = f"{name} and {other} are in the {where}. is it true that you can {WORLD[win[0]][1]} a {cat}?"
+        return commonsense_record(task, q, [], cat == win[0])
+    if task == "winogrande":  # the options are places
+        return commonsense_record(task, f"{name} and {other} keep the {x} in the _.", [WORLD[c][2] for c in win],
+                                  win.index(cat) + 1)
+    question, fmt = QUESTIONS[task]
+    opts, i = _options(rng, task, cat, fmt)
+    return commonsense_record(task, question.format(name=name, verb=verb, place=place, cat=cat, x=x), opts, i)
 
 
 def make_commonsense(n_per_task: int, seed: int = 0) -> list[dict]:
@@ -443,24 +403,22 @@ def _distinct(make, n: int, seed: int) -> list[dict]:
 
 
 def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math_train: int = 2000,
-                 n_math_test: int = 200, seed: int = 0) -> Path:
+                 n_math_test: int = 200, seed: int = 0, base: BaseSpec | None = None, cache=None) -> Path:
     """Write the synthetic tasks in LLM-Adapters' folder layout (once) and return the folder.
 
         <folder>/ft-training_set/commonsense_synthetic.json   (the stand-in for commonsense_170k.json)
         <folder>/ft-training_set/math_synthetic.json          (the stand-in for MetaMathQA)
         <folder>/dataset/<task>/test.json                     (the eight tasks, and gsm8k)
     Train and test are disjoint: every instruction is drawn once, the first ones go to test (for gsm8k, the
-    first ones the offline base did not read in pre-training).
+    first ones that `base` (default: the offline base) did not read in pre-training).
     """
-    seen = pretraining_questions()
+    seen = pretraining_questions(base)
     args = dict(n_train_per_task=n_train_per_task, n_test_per_task=n_test_per_task, n_math_train=n_math_train,
                 n_math_test=n_math_test, seed=seed, version=2, recipe=RECIPE, unseen=stable_hash(sorted(seen)))
-    final = config.CACHE / "data" / f"offline-{stable_hash(args)}"
+    final = root(cache) / "data" / f"offline-{stable_hash(args)}"
     if (final / "done.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
+    with building(final) as tmp:
         train, n = [], n_train_per_task + n_test_per_task
         recs = make_commonsense(n, seed)
         for t, task in enumerate(COMMONSENSE_TASKS):
@@ -477,10 +435,7 @@ def offline_data(n_train_per_task: int = 500, n_test_per_task: int = 300, n_math
         write_json(tmp / "ft-training_set" / "math_synthetic.json", rest)
         write_json(tmp / "dataset" / "gsm8k" / "test.json", test)
         write_json(tmp / "done.json", args)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return publish(tmp, final)
+    return final
 
 
 RECIPE = recipe_hash()  # computed once, at import: the source as this process runs it

@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 
 import lab
-from lab import config, continual, finetune
-from lab.config import resolve, write_json
+from lab import continual, finetune
+from lab.cache import building, resolve, write_json
 
 # Llama-3.2-1B's config.json (meta-llama/Llama-3.2-1B), with the layer count left to the caller.
 LLAMA_3_2_1B = dict(
@@ -74,8 +74,9 @@ SLACK = 2**20                                            # bytes allowed above 3
 # micro-batches (gradient accumulation), a checkpoint and a loss log after each step, short answers.
 # cutoff_len 128, not shorter: with this small BPE the prompts are 67-101 tokens, and a cut below
 # the response leaves no label to learn from (the loss is 0 and nothing trains).
+CACHE = resolve(os.environ.get("BHRA_SMOKE_CACHE", ".cache/smoke"))  # away from the notebooks' runs
 SMOKE = dict(max_steps=2, micro_batch_size=1, batch_size=2, cutoff_len=128, max_new_tokens=4,
-             num_beams=BEAMS, save_steps=1, logging_steps=1)
+             num_beams=BEAMS, save_steps=1, logging_steps=1, progress=False, cache=str(CACHE))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,11 +119,9 @@ def build_model(folder: Path, layers: int) -> Path:
     tokenizer = build_tokenizer(texts + lab.world_corpus(2000, seed=13))
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**{**LLAMA_3_2_1B, "num_hidden_layers": layers}))
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    with building(folder) as tmp:
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     print(f"built the {layers}-layer Llama-3.2-1B-shaped model in {time.time() - t0:.0f} s -> {folder}")
     return folder
 
@@ -133,14 +132,15 @@ def build_data(folder: Path) -> Path:
 
     if (folder / "done").is_file():
         return folder
-    write_json(folder / TRAIN_FILE, lab.make_commonsense(5, seed=1))                # 40 records
-    tests = lab.make_commonsense(24, seed=2)                                        # 24 per task
-    for t, task in enumerate(lab.COMMONSENSE_TASKS):
-        write_json(folder / "dataset" / task / "test.json", tests[t * 24:(t + 1) * 24])
-    math = lab.make_arithmetic(48, seed=3)
-    write_json(folder / MATH_FILE, math[:24])
-    write_json(folder / GSM8K_FILE, math[24:])
-    (folder / "done").write_text("")
+    with building(folder) as tmp:
+        write_json(tmp / TRAIN_FILE, lab.make_commonsense(5, seed=1))                # 40 records
+        tests = lab.make_commonsense(24, seed=2)                                     # 24 per task
+        for t, task in enumerate(lab.COMMONSENSE_TASKS):
+            write_json(tmp / "dataset" / task / "test.json", tests[t * 24:(t + 1) * 24])
+        math = lab.make_arithmetic(48, seed=3)
+        write_json(tmp / MATH_FILE, math[:24])
+        write_json(tmp / GSM8K_FILE, math[24:])
+        (tmp / "done").write_text("")
     return folder
 
 
@@ -182,7 +182,8 @@ class Probe:
     def __init__(self):
         self.steps, self.checkpoint_files, self._t = [], [], None
 
-    def trainer_class(self, original):
+    def callback(self):
+        """A TrainerCallback that records into this probe (lab.train(cfg, callbacks=[probe.callback()]))."""
         from transformers import TrainerCallback
 
         probe = self
@@ -200,15 +201,7 @@ class Probe:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 probe.checkpoint_files += [(f, f.stat().st_size) for f in folder.rglob("*") if f.is_file()]
 
-        def make():
-            cls = original()
-
-            class Probed(cls):
-                def __init__(self, *a, **k):
-                    super().__init__(*a, **k)
-                    self.add_callback(Callback())
-            return Probed
-        return make
+        return Callback()
 
 
 def check_sizes(files, factor_bytes: int, where: str) -> int:
@@ -256,7 +249,7 @@ def smoke_method(method: str, base: Path, data: Path, tests: dict, probe: Probe)
     probe.steps, probe.checkpoint_files = [], []
     memory_reset()
     t0 = time.time()
-    rec = lab.train(cfg, reuse=False, verbose=False, progress=False)
+    rec = lab.train(cfg, reuse=False, verbose=False, callbacks=[probe.callback()])
     t_train = time.time() - t0
     assert rec["steps"] == SMOKE["max_steps"], rec["steps"]
     losses = [l for _, l in rec["losses"]]
@@ -280,7 +273,7 @@ def smoke_method(method: str, base: Path, data: Path, tests: dict, probe: Probe)
         tol = 1e-3 if next(model.parameters()).dtype == torch.float32 else 0.25  # bf16 rounds W0 + ΔW
         if not row["merge_max_logit_diff"] <= tol:
             raise AssertionError(f"{method}: merged and unmerged logits differ by {row['merge_max_logit_diff']:.2e} > {tol}")
-    merged = lab.save_merged(model, tokenizer, config.CACHE / "merged" / method)
+    merged = lab.save_merged(model, tokenizer, CACHE / "merged" / method, dtype=lab.stored_dtype(cfg.model))
     del model
     model, tokenizer = lab.load_model(str(merged), dtype=torch.bfloat16 if cfg.bf16 and torch.cuda.is_available()
                                       else torch.float32, on=lab.device())
@@ -307,9 +300,8 @@ def smoke_continual(base: Path, data: Path) -> dict:
 
 def main() -> int:
     t_start = time.time()
-    config.CACHE = resolve(os.environ.get("BHRA_SMOKE_CACHE", ".cache/smoke"))
     for stale in ("runs", "continual", "merged"):  # every invocation trains from step 0
-        shutil.rmtree(config.CACHE / stale, ignore_errors=True)
+        shutil.rmtree(CACHE / stale, ignore_errors=True)
     lab.quiet()
     dev = lab.device()
     if dev.type == "cpu":
@@ -318,26 +310,21 @@ def main() -> int:
           + (f" ({torch.cuda.get_device_name(0)})" if dev.type == "cuda" else f" ({os.cpu_count()} CPU cores, "
              f"{torch.get_num_threads()} torch threads)")
           + f"; training {'bf16 autocast over float32 weights' if dev.type == 'cuda' else 'float32'}; "
-            f"num_beams {BEAMS}; cache {config.CACHE}")
-    base = build_model(config.CACHE / f"base-{LAYERS}layers-v{VERSION}", LAYERS)
-    data = build_data(config.CACHE / f"data-v{VERSION}")
+            f"num_beams {BEAMS}; cache {CACHE}")
+    base = build_model(CACHE / f"base-{LAYERS}layers-v{VERSION}", LAYERS)
+    data = build_data(CACHE / f"data-v{VERSION}")
     _, tests = lab.load_commonsense(data, split="test")
 
     probe = Probe()
-    original = finetune._trainer_class
-    finetune._trainer_class = probe.trainer_class(original)
     rows = []
-    try:
-        for method in METHODS:
-            row = smoke_method(method, base, data, tests, probe)
-            rows.append(row)
-            print(f"  {method:15s} trainable {row['trainable'] / 1e6:8.2f} M  steps {row['steps']}  "
-                  f"step s {row['step_s']}  peak {row['peak_bytes'] / 2**30:6.2f} GiB  train {row['train_s']:5.1f} s  "
-                  f"merge+save+reload+eval {row['eval_s']:5.1f} s  ({row['device']}, {row['dtype']})", flush=True)
-        cont = smoke_continual(base, data)
-        print(f"  continual bhra stage 1 -> stage 2: {cont}", flush=True)
-    finally:
-        finetune._trainer_class = original
+    for method in METHODS:
+        row = smoke_method(method, base, data, tests, probe)
+        rows.append(row)
+        print(f"  {method:15s} trainable {row['trainable'] / 1e6:8.2f} M  steps {row['steps']}  "
+              f"step s {row['step_s']}  peak {row['peak_bytes'] / 2**30:6.2f} GiB  train {row['train_s']:5.1f} s  "
+              f"merge+save+reload+eval {row['eval_s']:5.1f} s  ({row['device']}, {row['dtype']})", flush=True)
+    cont = smoke_continual(base, data)
+    print(f"  continual bhra stage 1 -> stage 2: {cont}", flush=True)
 
     peak_kind = memory_peak()[1]
     total = time.time() - t_start
@@ -345,7 +332,7 @@ def main() -> int:
                   cpu_cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
                   python=platform.python_version(), num_beams=BEAMS, limit=LIMIT, settings=SMOKE,
                   peak_memory=peak_kind, rows=rows, continual=cont, seconds=round(total, 1))
-    write_json(config.CACHE / "smoke.json", result)
+    write_json(CACHE / "smoke.json", result)
 
     print("\n| method | trainable | step s (each) | peak GiB | largest file / factor bytes: checkpoint, finished run |")
     print("|---|---:|---|---:|---:|")
@@ -356,7 +343,7 @@ def main() -> int:
               f"| {r['peak_bytes'] / 2**30:.2f} | {ratio} |")
     print(f"\npeak memory: {peak_kind}; step = one optimiser step of {SMOKE['batch_size']} micro-batches of "
           f"{SMOKE['micro_batch_size']} (cutoff {SMOKE['cutoff_len']} tokens). paper-smoke passed in {total:.0f} s "
-          f"({LAYERS} layer(s), {dev}); numbers in {config.CACHE / 'smoke.json'}")
+          f"({LAYERS} layer(s), {dev}); numbers in {CACHE / 'smoke.json'}")
     return 0
 
 

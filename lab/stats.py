@@ -89,3 +89,9 @@ def bounded_errorbars(mean, half, lo: float = 0.0, hi: float = 100.0) -> np.ndar
     of it that an accuracy can reach (the tables keep the whole half-width). NaN draws no bar."""
     m, h = np.asarray(mean, dtype=float), np.asarray(half, dtype=float)
     return np.nan_to_num(np.stack([np.clip(np.minimum(h, m - lo), 0, None), np.clip(np.minimum(h, hi - m), 0, None)]))
+
+
+def majority(answers) -> float:
+    """The share of the most common answer: what a model that always gives it scores (a baseline)."""
+    _, counts = np.unique(np.asarray(list(answers)), return_counts=True)
+    return float(counts.max() / counts.sum())

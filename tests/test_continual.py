@@ -226,17 +226,15 @@ def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
 
 
 @pytest.mark.slow
-def test_protocol_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
+def test_protocol_end_to_end_on_a_tiny_budget(tmp_path):
     import json
     from pathlib import Path
 
     import lab
-    from lab import config, continual
+    from lab import continual
 
-    base = str(lab.base_model_path())  # built once and shared; runs and data go to tmp_path
-    monkeypatch.setattr(config, "CACHE", tmp_path)
-    spec = continual.continual_preset(
-        "offline", run=dict(model=base, max_steps=2, batch_size=4, micro_batch_size=4, warmup_steps=0, n_train=8),
+    spec = continual.continual_preset(  # the base, the data and every run in tmp_path
+        "offline", run=dict(cache=str(tmp_path), max_steps=2, batch_size=4, micro_batch_size=4, warmup_steps=0, n_train=8),
         methods=("lora", "bhra", ABLATION), seeds=(0,), lr_multipliers=(0.5, 2.0),
         stage2_steps=2, n_train_b=8, eval_limit_a=1, eval_limit_b=4, max_new_tokens_b=8)
     records = continual.run_grid(spec, progress=None)

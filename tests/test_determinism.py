@@ -42,26 +42,27 @@ torch.set_num_threads(int(sys.argv[1]))
 import lab
 from lab.offline import BaseSpec, base_model_path, offline_data
 lab.quiet()
-base = base_model_path(BaseSpec(**json.loads(sys.argv[2])), verbose=False)
-data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0)
+spec = BaseSpec(**json.loads(sys.argv[2]))
+base = base_model_path(spec, verbose=False)
+data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0, base=spec)
 cfg = lab.preset("offline", method=sys.argv[3], model=str(base), data_dir=str(data), max_steps=6, batch_size=8,
                  micro_batch_size=8, warmup_steps=1, logging_steps=1, n_train=48)
 rec = lab.train(cfg, verbose=False)
 print(json.dumps({"losses": rec["losses"], "run_dir": rec["run_dir"], "data": str(data)}))
 """
 
-# model="offline" with the small spec as its default: train() meets no base and builds it itself
+# the small spec itself as the run's model: train() meets no base and builds it on the way
 TRAIN_COLD = """
-import functools, json, sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
-import lab, lab.finetune, lab.offline
+import lab
 from lab.offline import BaseSpec, offline_data
 lab.quiet()
-lab.offline.BaseSpec = lab.finetune.BaseSpec = functools.partial(BaseSpec, **json.loads(sys.argv[2]))
-data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0)
-cfg = lab.preset("offline", method=sys.argv[3], data_dir=str(data), max_steps=6, batch_size=8,
+spec = BaseSpec(**json.loads(sys.argv[2]))
+data = offline_data(n_train_per_task=8, n_test_per_task=2, n_math_train=8, n_math_test=2, seed=0, base=spec)
+cfg = lab.preset("offline", method=sys.argv[3], model=spec, data_dir=str(data), max_steps=6, batch_size=8,
                  micro_batch_size=8, warmup_steps=1, logging_steps=1, n_train=48)
-assert not (lab.config.CACHE / "base").exists()
+assert not (lab.cache.root() / "base").exists()
 rec = lab.train(cfg, verbose=False)
 print(json.dumps({"losses": rec["losses"], "run_dir": rec["run_dir"], "data": str(data)}))
 """

@@ -15,7 +15,7 @@ import torch
 
 import lab
 from core_helpers import save_tiny_llama
-from lab import config
+from lab.cache import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def tiny_run(tmp_path):
     """A one-layer Llama saved with save_pretrained, and a data folder in LLM-Adapters' layout."""
     records = lab.make_commonsense(4, seed=5)
     save_tiny_llama(tmp_path / "model", records)
-    config.write_json(tmp_path / "data" / "ft-training_set" / "commonsense_170k.json", records)
+    write_json(tmp_path / "data" / "ft-training_set" / "commonsense_170k.json", records)
     return tmp_path
 
 

@@ -4,6 +4,7 @@ The training tests use a one-layer Llama and a tokenizer built in a temporary fo
 in seconds and never touch the offline base model in .cache/.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import torch
 
 import lab
 from core_helpers import save_tiny_llama
-from lab import config
+from lab.cache import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,9 +39,9 @@ def tiny(tmp_path_factory):
     records = lab.make_commonsense(12, seed=5)
     save_tiny_llama(root / "model", records)
     data = root / "LLM-Adapters"
-    config.write_json(data / "ft-training_set" / "commonsense_170k.json", records)
+    write_json(data / "ft-training_set" / "commonsense_170k.json", records)
     for task in lab.COMMONSENSE_TASKS:
-        config.write_json(data / "dataset" / task / "test.json", [r for r in records if _task_of(r) == task][:3])
+        write_json(data / "dataset" / task / "test.json", [r for r in records if _task_of(r) == task][:3])
     return root
 
 
@@ -87,10 +88,10 @@ def test_the_synthetic_answers_follow_from_the_facts_of_the_world():
         assert int(r["answer"]) == (a + b if m[5] else a - b)
 
 
-def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "CACHE", tmp_path)
-    folder = lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0)
-    assert lab.offline_data(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0) == folder
+def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path):
+    sizes = dict(n_train_per_task=60, n_test_per_task=20, n_math_train=50, n_math_test=10, seed=0, cache=tmp_path)
+    folder = lab.offline_data(**sizes)
+    assert folder.parent == tmp_path / "data" and lab.offline_data(**sizes) == folder
     train, tests = lab.load_commonsense(folder, train_file="ft-training_set/commonsense_synthetic.json")
     assert len(train) == 8 * 60 and all(len(d) == 20 for d in tests.values())
     train_instr = set(train["instruction"])
@@ -104,7 +105,7 @@ def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path, monkeypa
         | {f"ending{i}" for i in range(1, 5)}
     assert wanted <= seen
     math_test = lab.load_json_records(folder / "dataset" / "gsm8k" / "test.json")
-    math_train = lab.load_math(str(folder / "ft-training_set" / "math_synthetic.json"))
+    math_train = lab.load_json_records(folder / "ft-training_set" / "math_synthetic.json", kind="math")
     assert not set(math_test["instruction"]) & set(math_train["instruction"])
     for r in math_test:
         assert r["output"].endswith(f"The answer is {r['answer']}")
@@ -123,9 +124,16 @@ def test_math_loader_converts_metamath_and_gsm8k(tmp_path):
     (tmp_path / "mm.json").write_text(json.dumps([{"query": "q?", "response": "2+2=4. The answer is: 4", "type": "x",
                                                    "original_question": "q"}]))
     (tmp_path / "gsm.jsonl").write_text(json.dumps({"question": "q?", "answer": "so 1,000+1=1,001\n#### 1,001"}) + "\n")
-    mm = lab.load_math(str(tmp_path / "mm.json"))[0]
+    import datasets
+
+    from lab.formats import math_records
+
+    def load(name):
+        return math_records(datasets.load_dataset("json", data_files=str(tmp_path / name), split="train"))
+
+    mm = load("mm.json")[0]
     assert mm["answer"] == "4" and mm["instruction"] == "q?"
-    g = lab.load_math(str(tmp_path / "gsm.jsonl"))[0]
+    g = load("gsm.jsonl")[0]
     assert g["answer"] == "1001" and g["output"].endswith("The answer is 1,001")
     assert lab.is_correct("gsm8k", g["output"], g["answer"])
 
@@ -201,7 +209,7 @@ def test_missing_data_file_says_what_to_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="LLM-Adapters"):
         lab.load_commonsense(tmp_path)
     with pytest.raises(FileNotFoundError, match="MetaMathQA"):
-        lab.load_math(str(tmp_path / "MetaMathQA-395K.json"))
+        lab.load_json_records(tmp_path / "MetaMathQA-395K.json", kind="math")
 
 
 def test_wrong_format_is_named(tmp_path):
@@ -230,18 +238,17 @@ def test_unknown_method_and_bad_batch():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, one_thread):
+def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, one_thread):
     """The paper profile with only model, data folder, step count and CPU-friendly batch changed."""
-    monkeypatch.setattr(config, "CACHE", tmp_path)
-    paper = lab.PROFILES["paper"]
-    assert (paper["r"], paper["b"], paper["cutoff_len"], paper["targets"]) == (32, 8, 256, lab.TARGETS_ALL)
-    cfg = lab.RunConfig(**{**paper, "method": "bhra", "model": str(tiny / "model"),
-                           "data_dir": str(tiny / "LLM-Adapters"), "max_steps": 2, "micro_batch_size": 2,
-                           "batch_size": 4, "warmup_steps": 0, "bf16": False, "save_steps": 1,
-                           "num_beams": 1, "max_new_tokens": 4})
+    paper = lab.preset("paper")
+    assert (paper.r, paper.b, paper.cutoff_len, paper.targets) == (32, 8, 256, lab.TARGETS_ALL)
+    cfg = lab.preset("paper", method="bhra", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
+                     max_steps=2, micro_batch_size=2, batch_size=4, warmup_steps=0, bf16=False, save_steps=1,
+                     num_beams=1, max_new_tokens=4, progress=False, cache=str(tmp_path))
     rec = lab.train(cfg, verbose=False)
     assert rec["steps"] == 2 and rec["config"]["r"] == 32 and rec["config"]["b"] == 8
     out = lab.run_dir(cfg)
+    assert out.parent == tmp_path / "runs" / "paper"
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "run.json").exists()
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["b"] == 8
     assert lab.train(cfg) == rec                                    # a finished run is reused
@@ -252,15 +259,14 @@ def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, monkeypatch, one_thread):
+def test_merged_model_reloads_with_plain_transformers(tiny, tmp_path, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.bhra import adapted_layers
 
-    monkeypatch.setattr(config, "CACHE", tmp_path)
     cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
                         train_file="ft-training_set/commonsense_170k.json", r=8, max_steps=3, batch_size=4,
-                        micro_batch_size=4, lr=5e-2)
+                        micro_batch_size=4, lr=5e-2, cache=str(tmp_path))
     lab.train(cfg, verbose=False)
     model, tok = lab.load_trained(cfg)
     probe = lab.make_commonsense(1, seed=9)
@@ -304,12 +310,11 @@ def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, 
     assert rec["losses"][0][0] == 5 and rec["losses"][-1][0] == 300   # the log spans both parts
 
 
-def test_run_folder_follows_the_learning_rate_table(monkeypatch):
+def test_run_folder_follows_the_learning_rate_used():
     cfg = lab.RunConfig(method="bhra")
-    before = lab.run_dir(cfg)
-    monkeypatch.setitem(lab.LEARNING_RATES, "bhra", {**lab.LEARNING_RATES["bhra"], "offline": 1.234})
-    assert lab.run_dir(cfg) != before          # a new rate is a new run, never a reused old one
-    assert lab.run_dir(lab.RunConfig(method="bhra", lr=1.234)).parent == before.parent
+    assert lab.identity(cfg)["learning_rate"] == lab.LEARNING_RATES["bhra"]["offline"]  # the table's rate is the key
+    other = lab.run_dir(dataclasses.replace(cfg, lr=2 * cfg.learning_rate))
+    assert other != lab.run_dir(cfg) and other.parent == lab.run_dir(cfg).parent  # a new rate is a new run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +350,8 @@ def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
 
 @pytest.mark.slow
 def test_relative_paths_resolve_the_same_from_notebooks_and_the_root(tmp_path):
-    code = ("import lab; from lab import config, finetune; "
-            "print([str(lab.resolve('data/x')), str(config.CACHE), str(lab.data_dir(lab.preset('paper'))), "
+    code = ("import lab; from lab import cache, finetune; "
+            "print([str(lab.resolve('data/x')), str(cache.root()), str(lab.data_dir(lab.preset('paper'))), "
             "finetune.model_path('tests')])")
     env = {"BHRA_CACHE": "cache-relative"}
     seen = {where: _python(code, where, env) for where in (REPO, REPO / "notebooks", tmp_path)}
@@ -357,11 +362,10 @@ def test_relative_paths_resolve_the_same_from_notebooks_and_the_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_fresh_starts_from_step_zero(tiny, tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(config, "CACHE", tmp_path)
+def test_fresh_starts_from_step_zero(tiny, tmp_path, one_thread):
     cfg = lab.RunConfig(method="lora", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
                         train_file="ft-training_set/commonsense_170k.json", max_steps=3, batch_size=4,
-                        micro_batch_size=4, save_steps=1, logging_steps=1)
+                        micro_batch_size=4, save_steps=1, logging_steps=1, cache=str(tmp_path))
     first = lab.train(cfg, verbose=False)
     again = lab.train(cfg, reuse=False, verbose=False)
     assert again["resumed_from"] is None and again["steps"] == 3
@@ -369,9 +373,8 @@ def test_fresh_starts_from_step_zero(tiny, tmp_path, monkeypatch, one_thread):
     assert again["losses"] == first["losses"]                        # the same run, from scratch
 
 
-def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path, monkeypatch):
+def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path):
     import shutil
-    from dataclasses import dataclass
 
     other = tmp_path / "other-model"
     shutil.copytree(tiny / "model", other)
@@ -383,31 +386,32 @@ def test_a_change_of_base_model_changes_the_run_folder(tiny, tmp_path, monkeypat
     (other / "config.json").write_text(json.dumps({**conf, "rms_norm_eps": 1e-5}))
     assert lab.run_dir(lab.RunConfig(method="bhra", model=str(other))) != before   # same folder, new config
 
-    offline = lab.run_dir(lab.RunConfig(method="bhra"))
-
-    @dataclass
-    class NewRecipe(lab.BaseSpec):
-        version: int = lab.BaseSpec().version + 1
-
-    monkeypatch.setattr(lab.finetune, "BaseSpec", NewRecipe)
-    assert lab.run_dir(lab.RunConfig(method="bhra")) != offline      # a new offline recipe is a new base
 
 
-def test_a_change_of_offline_data_changes_the_run_folder(monkeypatch, tmp_path):
-    """The synthetic training set is part of a run's identity (a resized test split moves the train split)."""
-    monkeypatch.setattr(config, "CACHE", tmp_path)
-    before = lab.run_dir(lab.RunConfig(method="lora"))
-    monkeypatch.setattr(lab.finetune, "offline_data", lambda seed: tmp_path / "data" / "offline-other")
-    assert lab.run_dir(lab.RunConfig(method="lora")) != before
+def test_two_runs_that_differ_only_in_the_base_model_get_two_run_folders(tmp_path):
+    """The base model is a field of the run: another offline recipe is another run, with no patching."""
+    default, other = lab.BaseSpec(), lab.BaseSpec(pretrain_steps=lab.BaseSpec().pretrain_steps + 1)
+    runs = [lab.preset("offline", method="bhra", model=m, cache=str(tmp_path)) for m in ("offline", default, other)]
+    assert runs[0] == runs[1]                                        # the default base has one spelling
+    assert lab.run_dir(runs[0]) == lab.run_dir(runs[1]) != lab.run_dir(runs[2])
+    assert lab.identity(runs[2])["base"] == {"offline": dataclasses.asdict(other)}
+
+
+def test_the_synthetic_data_is_part_of_a_run_identity(tmp_path):
+    """The synthetic folder's name (which hashes its recipe and sizes) is in the key; a folder by its path."""
+    cfg = lab.RunConfig(method="lora", cache=str(tmp_path))
+    assert lab.identity(cfg)["data"] == lab.data_dir(cfg).name
+    resized = lab.offline_data(n_test_per_task=299, cache=tmp_path)
+    assert resized.name != lab.data_dir(cfg).name
+    assert lab.run_dir(dataclasses.replace(cfg, data_dir=str(resized))) != lab.run_dir(cfg)
 
 
 @pytest.mark.slow
-def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeypatch, one_thread):
+def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, one_thread):
     from core.bhra import LAYERS, adapted_layers
 
-    monkeypatch.setattr(config, "CACHE", tmp_path)
     kw = dict(model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"), train_file="ft-training_set/commonsense_170k.json",
-              max_steps=2, batch_size=4, micro_batch_size=4)
+              max_steps=2, batch_size=4, micro_batch_size=4, cache=str(tmp_path))
     ablation, bhra = (lab.RunConfig(method=m, **kw) for m in ("bhra_blocknorm", "bhra"))
     assert lab.run_dir(ablation) != lab.run_dir(bhra)
     lab.train(ablation, verbose=False)
@@ -419,11 +423,10 @@ def test_the_ablation_trains_saves_and_reloads_as_itself(tiny, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(config, "CACHE", tmp_path)
+def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, one_thread):
     cfg = lab.RunConfig(method="bhra", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
                         train_file="ft-training_set/commonsense_170k.json", max_steps=2, batch_size=4,
-                        micro_batch_size=4, save_steps=1)
+                        micro_batch_size=4, save_steps=1, cache=str(tmp_path))
     rec = lab.train(cfg, verbose=False)
     out = lab.run_dir(cfg)
     factors = rec["trainable"] * 4                                   # float32 bytes
@@ -438,7 +441,7 @@ def test_a_finished_run_keeps_only_the_factors(tiny, tmp_path, monkeypatch, one_
 def test_in_parallel_keeps_the_jobs_order_and_refuses_a_bad_worker_count(monkeypatch):
     import operator
 
-    from lab.config import in_parallel, workers
+    from lab.pool import in_parallel, workers
 
     monkeypatch.setenv("BHRA_WORKERS", "2")
     assert in_parallel(operator.pow, [(2, 3), (3, 2), (5, 1)]) == [8, 9, 5]  # two spawned processes

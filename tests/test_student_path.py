@@ -232,11 +232,11 @@ def test_notebook_n_imports_the_core_and_lab_of_its_own_copy(copies, n):
 
 def test_the_static_check_sees_a_stub_that_a_notebook_reaches(tmp_path):
     """The check is not vacuous: a notebook cell that calls `gini` reaches Exercise 7.1 through
-    lab.spectra.update_measures, and one that calls lab.evaluate_all reaches Exercise 5.1."""
+    lab.spectra.update_measures, and one that calls lab.evaluate_run reaches Exercise 5.1."""
     src = Sources(_copy(tmp_path, solved=4))
     assert src.stubs.get("7.1") == "gini" and src.stubs.get("5.1") == "extract_answer"
     for cell, stub in [("from lab.spectra import update_measures\nupdate_measures(u, g=4)", "gini"),
-                       ("import lab\nlab.evaluate_all(cfgs)", "extract_answer")]:
+                       ("import lab\nlab.evaluate_run(cfg, tests)", "extract_answer")]:
         reached, _ = src.closure(_names(ast.parse(cell)))
         assert stub in reached, (cell, stub)
     reached, _ = src.closure(_names(ast.parse("import lab\nlab.configs('offline')")))

@@ -39,8 +39,8 @@ if PROFILE == "offline":
     torch.set_num_threads(1)  # tiny matrices: one thread is as fast, and the offline results depend on the thread count
 torch.manual_seed(SEED)
 lab.quiet()
-for name, p in lab.PROFILES.items():
-    print(f"{name:8s}", {k: v for k, v in p.items() if k not in ("targets", "profile")})
+for name in lab.PROFILES:
+    print(f"{name:8s}", lab.describe(name))
 
 # %%
 import inspect

@@ -46,8 +46,8 @@ if PROFILE == "offline":
 torch.manual_seed(0)
 lab.quiet()
 print(f"grid {GRID_NAME}: seeds {SEEDS}")
-for name, p in lab.PROFILES.items():
-    print(f"{name:8s}", {k: v for k, v in p.items() if k not in ("targets", "profile")})
+for name in lab.PROFILES:
+    print(f"{name:8s}", lab.describe(name))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -140,11 +140,10 @@ for s in SEEDS:
         if adapted_layers(model):
             merge(model)
         for t, ds in tests.items():
-            rows = [ds[i] for i in range(len(ds))]
-            with lab.threads(1):
-                gen = lab.generate(model, tokenizer, rows, cfg.max_new_tokens, cfg.eval_batch_size, cfg.num_beams)
-            given[(m, s, t)] = [lab.extract_answer(t, g) for g in gen]
-            acc[(m, s, t)] = 100 * float(np.mean([a == r["answer"] for a, r in zip(given[(m, s, t)], rows)]))
+            with lab.threads(cfg.threads):
+                given[(m, s, t)], correct = lab.evaluate_task(model, tokenizer, t, ds, cfg.max_new_tokens,
+                                                              cfg.eval_batch_size, cfg.num_beams)
+            acc[(m, s, t)] = 100 * correct
 print(f"evaluation: {len(SEEDS) * len(METHODS)} models in {time.time() - t0:.0f} s")
 
 # %%
@@ -152,8 +151,7 @@ print(f"evaluation: {len(SEEDS) * len(METHODS)} models in {time.time() - t0:.0f}
 TASKS = list(lab.COMMONSENSE_TASKS)
 n_test = {t: min(len(tests_of[s][t]) for s in SEEDS) for t in TASKS}
 chance = {t: 100 * lab.CHANCE[t] for t in TASKS}
-majority = {t: float(np.mean([100 * max(np.unique(tests_of[s][t]["answer"], return_counts=True)[1]) / len(tests_of[s][t])
-                              for s in SEEDS])) for t in TASKS}
+majority = {t: float(np.mean([100 * lab.majority(tests_of[s][t]["answer"]) for s in SEEDS])) for t in TASKS}
 chance["average"], majority["average"] = np.mean([chance[t] for t in TASKS]), np.mean([majority[t] for t in TASKS])
 average = {(m, s): float(np.mean([acc[(m, s, t)] for t in TASKS])) for m in METHODS for s in SEEDS}
 table = {m: {t: mean_ci([acc[(m, s, t)] for s in SEEDS]) for t in TASKS} for m in METHODS}

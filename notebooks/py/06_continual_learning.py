@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 from core.bhra import blocks
-from lab.continual import (ABLATION, ADDITIVE, COUPLED, base_accuracy, base_lr, continual_preset, grid_from_env,
+from lab.continual import (ABLATION, ADDITIVE, base_accuracy, base_lr, continual_preset, grid_from_env,
                            run_grid, summarize)
 
 lab.quiet()  # no per-run progress bars
@@ -80,7 +80,7 @@ if PROFILE == "offline":
 # A preset of the same shape as notebook 04's: spec.run is the profile's RunConfig (stage 1; stage 2 reuses it
 # on task B). Both presets live in lab/continual.py (CONTINUAL); override fields here, e.g.
 #   continual_preset(PROFILE, run=dict(model="meta-llama/Llama-3.2-1B"))   # the one-GPU variant of the paper's 3B
-spec = continual_preset(PROFILE)
+spec = continual_preset(PROFILE, grid=GRID_NAME)
 METHODS = spec.methods  # lora, gralora, abba (additive) · hira, bhra (W0-coupled) · the ablation · full fine-tuning
 
 # %%
@@ -205,10 +205,9 @@ maj_a, maj_b = [], []
 for s in spec.seeds:
     folder = lab.data_dir(dataclasses.replace(spec.run, seed=s))
     _, tests_a = load_commonsense(folder, split="test")
-    maj_a.append(np.mean([100 * np.unique(ds["answer"][: spec.eval_limit_a], return_counts=True)[1].max()
-                          / len(ds["answer"][: spec.eval_limit_a]) for ds in tests_a.values()]))
+    maj_a.append(np.mean([100 * lab.majority(ds["answer"][: spec.eval_limit_a]) for ds in tests_a.values()]))
     ans_b = load_json_records(folder / spec.task_b_test, kind="math")["answer"][: spec.eval_limit_b]
-    maj_b.append(100 * np.unique(ans_b, return_counts=True)[1].max() / len(ans_b))
+    maj_b.append(100 * lab.majority(ans_b))
 MAJ_A, MAJ_B = float(np.mean(maj_a)), float(np.mean(maj_b))
 summary = summarize(table)
 front = summary.frontier
