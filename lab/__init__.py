@@ -22,7 +22,7 @@ from lab import machine  # first: the numerical pins must be in the environment 
 from lab.cache import REPO, resolve
 from lab.config import (ABLATIONS, LEARNING_RATES, METHODS, METHODS_ALL, OFFLINE, PROFILES, TARGETS_ALL, RunConfig,
                         configs, describe, preset)
-from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_cfg, evaluate_run, evaluate_task,
+from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_run, evaluate_task,
                           generate, identity, load_model, load_trained, merged_equals_unmerged, model_identity,
                           prepare_model, run_dir, save_merged, stored_dtype, train, train_all, train_many)
 from lab.formats import (CHANCE, COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,

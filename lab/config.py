@@ -110,11 +110,11 @@ class RunConfig:
 # The two profiles, as what differs from RunConfig's defaults (the offline profile IS the defaults).
 # Sources of the paper values are in notebook 04's settings table.
 PROFILES = {
-    "offline": dict(),
     "paper": dict(model="meta-llama/Llama-3.2-1B", data_dir="data/LLM-Adapters",
                   train_file=TRAIN_FILE, r=32, b=8, alpha=64.0, bf16=True, max_steps=0, epochs=2.0,
                   micro_batch_size=4, warmup_steps=100, save_steps=500, num_beams=4, max_new_tokens=32,
                   eval_batch_size=16, threads=None, progress=True),
+    "offline": dict(),
 }
 
 # What notebooks 04 and 05 print of each profile, in this order.

@@ -41,7 +41,7 @@ import numpy as np
 from core.bhra import adapted_layers, merge_and_unload
 from lab.cache import root, stable_hash, write_json
 from lab.config import ABLATIONS, RunConfig, preset
-from lab.finetune import (data_dir, evaluate_cfg, load_model, load_trained, model_identity, save_merged, stored_dtype,
+from lab.finetune import (data_dir, evaluate, load_model, load_trained, model_identity, save_merged, stored_dtype,
                           train)
 from lab.pool import in_parallel
 from lab.formats import load_commonsense, load_json_records
@@ -371,10 +371,10 @@ def _tests(spec: ContinualSpec, seed: int) -> tuple[dict, dict]:
 def _accuracy(spec: ContinualSpec, model, tokenizer, tests: dict, task: str) -> float:
     """Percent correct: A = the average over the commonsense tasks, B = arithmetic."""
     if task == "A":
-        acc = evaluate_cfg(model, tokenizer, tests, spec.run, spec.eval_limit_a)
+        acc = evaluate(model, tokenizer, tests, spec.eval_limit_a, cfg=spec.run)
     else:
-        acc = evaluate_cfg(model, tokenizer, tests, dataclasses.replace(spec.run, max_new_tokens=spec.max_new_tokens_b),
-                           spec.eval_limit_b)
+        acc = evaluate(model, tokenizer, tests, spec.eval_limit_b,
+                       cfg=dataclasses.replace(spec.run, max_new_tokens=spec.max_new_tokens_b))
     return 100.0 * acc["average"]
 
 

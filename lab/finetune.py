@@ -376,19 +376,17 @@ def evaluate_task(model, tokenizer, task: str, records, max_new_tokens: int = 16
 
 
 def evaluate(model, tokenizer, tests: dict, limit: int | None = None, max_new_tokens: int = 16,
-             batch_size: int = 64, num_beams: int = 1, progress: bool = False) -> dict:
-    """{task: accuracy} for a dict of test datasets (records), plus "average" over the tasks."""
-    acc = {t: evaluate_task(model, tokenizer, t, [ds[i] for i in range(min(len(ds), limit or len(ds)))],
-                     max_new_tokens, batch_size, num_beams, progress)[1] for t, ds in tests.items()}
+             batch_size: int = 64, num_beams: int = 1, progress: bool = False, cfg: RunConfig | None = None) -> dict:
+    """{task: accuracy} for a dict of test datasets (records), plus "average" over the tasks. With a run's
+    `cfg`, its decoding settings, thread count and progress bar replace the keyword values."""
+    if cfg is not None:
+        max_new_tokens, batch_size, num_beams = cfg.max_new_tokens, cfg.eval_batch_size, cfg.num_beams
+        progress = cfg.progress
+    with threads(cfg.threads if cfg is not None else None):
+        acc = {t: evaluate_task(model, tokenizer, t, [ds[i] for i in range(min(len(ds), limit or len(ds)))],
+                                max_new_tokens, batch_size, num_beams, progress)[1] for t, ds in tests.items()}
     acc["average"] = sum(acc.values()) / len(acc)
     return acc
-
-
-def evaluate_cfg(model, tokenizer, tests: dict, cfg: RunConfig, limit: int | None = None) -> dict:
-    """evaluate() with the run's decoding settings, threads and progress bar."""
-    with threads(cfg.threads):
-        return evaluate(model, tokenizer, tests, limit, cfg.max_new_tokens, cfg.eval_batch_size, cfg.num_beams,
-                        progress=cfg.progress)
 
 
 def merged_equals_unmerged(model, tokenizer, examples, max_new_tokens: int = 16) -> tuple[bool, list[str]]:
@@ -410,4 +408,4 @@ def evaluate_run(cfg: RunConfig, tests: dict, limit: int | None = None) -> dict:
         same, _ = merged_equals_unmerged(model, tokenizer, probe, cfg.max_new_tokens)
         if not same and next(model.parameters()).dtype == torch.float32:  # bf16 merging rounds W0 + ΔW
             raise AssertionError(f"{cfg.method}: merged and unmerged generations differ")
-    return evaluate_cfg(model, tokenizer, tests, cfg, limit)
+    return evaluate(model, tokenizer, tests, limit, cfg=cfg)

@@ -277,7 +277,7 @@ def smoke_method(method: str, base: Path, data: Path, tests: dict, probe: Probe)
     del model
     model, tokenizer = lab.load_model(str(merged), dtype=torch.bfloat16 if cfg.bf16 and torch.cuda.is_available()
                                       else torch.float32, on=lab.device())
-    acc = lab.evaluate_cfg(model, tokenizer, tests, cfg, limit=LIMIT)
+    acc = lab.evaluate(model, tokenizer, tests, LIMIT, cfg=cfg)
     row["eval_s"] = round(time.time() - t1, 1)
     row["accuracy"] = round(acc["average"], 3)
     row["peak_bytes"], _ = memory_peak()

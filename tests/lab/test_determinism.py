@@ -24,9 +24,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(hidden_size=32, intermediate_size=88, num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-             corpus_sentences=2000, pretrain_steps=30, pretrain_batch=8, pretrain_seq=32)
+from tests.helpers import REPO, SMALL_BASE
 
 BUILD = """
 import json, sys, torch
@@ -95,7 +93,7 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow
 def test_base_model_is_identical_across_processes_and_thread_counts(tmp_path):
-    spec = json.dumps(SMALL)
+    spec = json.dumps(SMALL_BASE)
     one = _run(BUILD, tmp_path / "a", 1, spec)
     two = _run(BUILD, tmp_path / "b", 2, spec)
     assert (one["threads"], two["threads"]) == (1, 2)
@@ -108,7 +106,7 @@ def test_base_model_is_identical_across_processes_and_thread_counts(tmp_path):
 
 @pytest.mark.slow
 def test_fine_tuning_is_identical_across_processes_and_thread_counts(tmp_path):
-    spec = json.dumps(SMALL)
+    spec = json.dumps(SMALL_BASE)
     for method in ("lora", "bhra"):
         one = _run(TRAIN, tmp_path / "a", 1, spec, method)
         two = _run(TRAIN, tmp_path / "b", 2, spec, method)
@@ -124,7 +122,7 @@ def test_fine_tuning_is_identical_across_processes_and_thread_counts(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_that_builds_the_base_on_the_way_equals_one_that_found_it_built(tmp_path):
-    spec = json.dumps(SMALL)
+    spec = json.dumps(SMALL_BASE)
     cold = _run(TRAIN_COLD, tmp_path / "a", 1, spec, "lora")
     warm = _run(TRAIN, tmp_path / "b", 1, spec, "lora")
     assert len(cold["losses"]) == 6

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 
 from core.bhra import adapted_layers, inject, merge, merge_and_unload, scaling
-from core_helpers import MODELS, make_cfg, model_input, randomize_factors, run
+from tests.helpers import MODELS, make_cfg, model_input, randomize_factors, run
 
 pytestmark = [
     pytest.mark.parity,

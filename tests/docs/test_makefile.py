@@ -1,11 +1,10 @@
 """The Makefile's promises that a test can keep: `make clean` never deletes a student's work."""
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

@@ -1,4 +1,5 @@
-"""The mathematics of notebooks 01-03: identities between the methods, BHRA's gradients, rank bounds, diagnostics.
+"""The mathematics of notebooks 01-03: identities between the methods, BHRA's gradients, rank bounds, diagnostics,
+and the update of the block-normalised ablation.
 
 Everything here works on single matrices and layers (no model), mostly in float64 so that exact
 identities can be checked at round-off level.
@@ -19,10 +20,14 @@ from torch.utils._pytree import tree_leaves
 from core.bhra import (
     LAYERS,
     AdapterConfig,
+    BHRABlockNormLinear,
+    BHRALinear,
     abba_delta,
     abba_linear,
+    bhra_blocknorm_delta,
     bhra_delta,
     block_energy,
+    block_gains,
     block_hadamard_linear,
     block_hadamard_linear_reference,
     blocks,
@@ -32,6 +37,7 @@ from core.bhra import (
     gralora_delta,
     gralora_linear,
     hira_delta,
+    inject,
     khatri_rao,
     lora_delta,
     numeric_rank,
@@ -498,6 +504,40 @@ def test_bhra_rank_bound_caps_each_block_at_its_size():
     assert numeric_rank(_layer("bhra", 32, 32, weight=W0, r=8, b=2).delta_weight()) == 16
 
 
+def test_bhra_rank_bound_caps_each_block_row_at_its_height():
+    """W0 32×32, b=2, r=4 (r_b=2): a random top block-row, rank-1 blocks below.
+
+    Each top block could add 16, but the top block-row holds only 16 rows; each bottom block adds
+    1·r_b = 2. Attainable: 16 + 2 + 2 = 20 (the old per-block sum said min(32, 16+16+2+2) = 32)."""
+    g = dict(generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W0 = torch.randn(32, 32, **g)
+    for j in range(2):
+        W0[16:, 16 * j:16 * (j + 1)] = torch.randn(16, 1, **g) @ torch.randn(1, 16, **g)
+    cfg = AdapterConfig(method="bhra", r=4, b=2, targets=("x",))
+    assert rank_bound(cfg, W0) == 20
+    base = nn.Linear(32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        base.weight.copy_(W0)
+    layer = inject(nn.Sequential(base), AdapterConfig(method="bhra", r=4, b=2, targets=("0",)), verbose=False)[0]
+    ranks = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            layer.A.normal_()
+            layer.B.normal_()
+            ranks.append(numeric_rank(layer.delta_weight()))
+    assert ranks == [20, 20, 20]
+
+
+def test_bhra_rank_bound_caps_each_block_column_at_its_width():
+    """The transpose of the case above: a random left block-column, rank-1 blocks to its right."""
+    g = dict(generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W0 = torch.randn(32, 32, **g)
+    for i in range(2):
+        W0[16 * i:16 * (i + 1), 16:] = torch.randn(16, 1, **g) @ torch.randn(1, 16, **g)
+    assert rank_bound(AdapterConfig(method="bhra", r=4, b=2, targets=("x",)), W0) == 20
+
+
 def test_hadamard_rank_inequality():
     P, Q = _low_rank(40, 30, 3), _low_rank(40, 30, 4, seed=1)
     assert numeric_rank(P * Q) <= numeric_rank(P) * numeric_rank(Q) == 12
@@ -586,3 +626,53 @@ def test_gini_equals_the_mean_absolute_difference_formula():
         f"gini should equal Σ|x_i − x_j| / (2 n² mean) = {float(expected):.4f}, got {gini(x):.4f}: "
         "sort ascending, use i = 1..n, and divide by n·Σ v")
     assert gini(x) == pytest.approx(gini(x[torch.randperm(3)] * 5.0), rel=1e-12), "gini should not depend on order or scale"
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The block-normalised ablation's update: BHRA's blocks scaled by block_gains
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_gains_give_every_block_the_mean_magnitude_of_w0():
+    W0 = torch.randn(48, 32, dtype=torch.float64) * torch.rand(48, 1, dtype=torch.float64) * 10
+    g = block_gains(W0, 4)  # (4, 4)
+    per_block = (blocks(W0, 4).abs().mean(dim=(-1, -2)) * g).float()
+    torch.testing.assert_close(per_block, torch.full((4, 4), W0.abs().mean().item()), rtol=1e-6, atol=0)
+
+
+def _wrap_w0(cls, W0, **cfg):
+    """A layer of class `cls` on a copy of W0 with random B (A as the layer initialises it)."""
+    base = nn.Linear(W0.shape[1], W0.shape[0], dtype=W0.dtype)
+    with torch.no_grad():
+        base.weight.copy_(W0)
+    layer = cls(base, AdapterConfig(targets=("x",), **cfg))
+    with torch.no_grad():
+        layer.B.normal_()
+    return layer
+
+
+def test_the_ablation_equals_bhra_when_every_block_has_the_same_mean_magnitude():
+    W0 = torch.randn(32, 32, dtype=torch.float64)
+    Wb = blocks(W0, 2)  # a view: normalise each block to mean |entry| 1 in place
+    Wb /= Wb.abs().mean(dim=(-1, -2), keepdim=True)
+    torch.manual_seed(0)
+    ablation = _wrap_w0(BHRABlockNormLinear, W0, method="bhra_blocknorm", r=4, b=2)
+    torch.manual_seed(0)
+    bhra = _wrap_w0(BHRALinear, W0, method="bhra", r=4, b=2)
+    x = torch.randn(5, 32, dtype=torch.float64)
+    torch.testing.assert_close(ablation(x), bhra(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ablation.delta_weight(), bhra.delta_weight(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_ablation_scales_block_ij_of_bhra_by_its_gain():
+    W0 = torch.randn(32, 16, dtype=torch.float64) * torch.linspace(0.1, 3, 32, dtype=torch.float64)[:, None]
+    B, A = torch.randn(2, 2, 16, 2, dtype=torch.float64), torch.randn(2, 2, 2, 8, dtype=torch.float64)
+    g = block_gains(W0, 2).double()
+    expected = blocks(bhra_delta(W0, B, A, 1.0), 2) * g[:, :, None, None]
+    torch.testing.assert_close(blocks(bhra_blocknorm_delta(W0, B, A, 1.0), 2), expected, rtol=1e-6, atol=1e-9)
+    layer = _wrap_w0(BHRABlockNormLinear, W0, method="bhra_blocknorm", r=4, b=2)
+    x = torch.randn(3, 16, dtype=torch.float64)
+    y = x @ (layer.W0 + layer.delta_weight()).T + layer.base.bias
+    torch.testing.assert_close(layer(x), y, rtol=1e-10, atol=1e-10)
+    assert rank_bound(layer.cfg, W0) == rank_bound(AdapterConfig(method="bhra", r=4, b=2, targets=("x",)), W0)

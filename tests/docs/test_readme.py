@@ -2,9 +2,8 @@
 `make notebooks` on a fresh clone, via notebooks/execute.py); a test keeps quote and file together."""
 import json
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def test_the_readme_quotes_the_recorded_times():

@@ -1,6 +1,6 @@
 """The student's path for notebooks 04-07: with lessons 1..N solved, notebook N meets no exercise stub.
 
-`tests/test_exercises.py` proves the path for N = 1, 2, 3 by executing notebook N in a student copy.
+`tests/docs/test_exercises.py` proves the path for N = 1, 2, 3 by executing notebook N in a student copy.
 Notebooks 04-07 train language models (minutes each), too slow for the suite, so for N = 4..7 this
 file proves the same property statically, in well under a second per notebook:
 
@@ -45,7 +45,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 sys.path.insert(0, str(ROOT / "course"))
 import exercises  # noqa: E402
 

@@ -20,10 +20,8 @@ from pathlib import Path
 import pytest
 
 from lab import machine
+from tests.helpers import REPO, SMALL_BASE
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(hidden_size=32, intermediate_size=88, num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-             corpus_sentences=2000, pretrain_steps=30, pretrain_batch=8, pretrain_seq=32)
 BUILD = """
 import hashlib, json, sys
 import lab
@@ -48,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not machine.applies(), reason
 def build(tmp_path: Path, name: str, env: dict) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in (*machine.PINS, machine.OPT_OUT)}
     cache = tmp_path / name.replace(" ", "-")
-    out = subprocess.run([sys.executable, "-c", BUILD, json.dumps(SMALL)], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", BUILD, json.dumps(SMALL_BASE)], cwd=REPO, capture_output=True, text=True,
                          env={**clean, **env, "BHRA_CACHE": str(cache)}, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -141,13 +141,6 @@ def test_no_hub_gives_a_message_naming_the_fix(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x" / data.MATH_FILE).exists()
 
 
-def test_download_hints_name_the_command():
-    assert "python -m lab.data" in lab.formats.DOWNLOAD_HINT["commonsense"]
-    assert "python -m lab.data" in lab.formats.DOWNLOAD_HINT["math"]
-    with pytest.raises(FileNotFoundError, match="python -m lab.data"):
-        lab.load_json_records("/nonexistent/dataset/boolq/test.json")
-
-
 def test_every_commonsense_task_has_a_source():
     from lab import data
     from lab.formats import COMMONSENSE_TASKS
@@ -155,36 +148,3 @@ def test_every_commonsense_task_has_a_source():
     assert set(data.TESTS) == set(COMMONSENSE_TASKS)
 
 
-def test_commonsense_record_writes_the_llm_adapters_format():
-    from lab.formats import commonsense_record
-
-    assert commonsense_record("piqa", "To open a jar", ["twist the lid", "hit it"], 2) == {
-        "instruction": "Please choose the correct solution to the question: To open a jar\n\n"
-                       "Solution1: twist the lid\n\nSolution2: hit it\n\nAnswer format: solution1/solution2",
-        "input": "", "output": "the correct answer is solution2", "answer": "solution2"}
-    assert commonsense_record("boolq", "is the sky blue?", [], True) == {
-        "instruction": "Please answer the following question with true or false, question: is the sky blue?\n\n"
-                       "Answer format: true/false",
-        "input": "", "output": "the correct answer is true", "answer": "true"}
-    assert commonsense_record("boolq", "is it?", [], False)["answer"] == "false"
-
-
-def test_the_task_table_keeps_answer_words_and_chance():
-    from lab.formats import CHANCE, COMMONSENSE_TASKS, TASKS
-
-    answers = r"answer1|answer2|answer3|answer4|answer5"
-    assert COMMONSENSE_TASKS == {
-        "boolq": r"true|false", "piqa": r"solution1|solution2", "social_i_qa": answers,
-        "hellaswag": r"ending1|ending2|ending3|ending4", "winogrande": r"option1|option2",
-        "ARC-Easy": answers, "ARC-Challenge": answers, "openbookqa": answers}
-    assert list(TASKS) == list(COMMONSENSE_TASKS)
-    per_task = {"boolq": 1 / 2, "piqa": 1 / 2, "social_i_qa": 1 / 3, "hellaswag": 1 / 4, "winogrande": 1 / 2,
-                "ARC-Easy": 1 / 4, "ARC-Challenge": 1 / 5, "openbookqa": 1 / 4}
-    assert CHANCE == {**per_task, "average": sum(per_task.values()) / 8}
-
-
-def test_chance_of_the_offline_test_sets_is_the_tasks_chance():
-    from lab.formats import CHANCE, chance_of
-
-    _, tests = lab.load_commonsense(lab.offline_data(), split="test")
-    assert {t: chance_of(ds) for t, ds in tests.items()} == {t: CHANCE[t] for t in tests}

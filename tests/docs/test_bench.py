@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 METHODS = ["base", "full", "peft-lora", "peft-hira", "peft-gralora",
            "lora", "dora", "hira", "abba", "gralora", "bhra", "bhra-plain"]  # the list, in table order
 

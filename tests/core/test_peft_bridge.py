@@ -15,7 +15,7 @@ from peft import PeftModel, get_peft_model  # noqa: E402
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING  # noqa: E402
 
 from core.bhra import AdapterConfig, adapted_layers, inject, merge_and_unload  # noqa: E402
-from core_helpers import LLAMA_TARGETS, make_llama, model_input, randomize_factors, run  # noqa: E402
+from tests.helpers import LLAMA_TARGETS, make_llama, model_input, randomize_factors, run  # noqa: E402
 from lab.peft_bhra import BhraConfig, BhraLayer, BhraModel  # noqa: E402
 
 pytestmark = [pytest.mark.parity, pytest.mark.usefixtures("single_thread")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 sys.path.insert(0, str(ROOT / "course"))
 import exercises  # noqa: E402
 

@@ -13,20 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import lab
-from core_helpers import save_tiny_llama
-from lab.cache import write_json
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def tiny_run(tmp_path):
-    """A one-layer Llama saved with save_pretrained, and a data folder in LLM-Adapters' layout."""
-    records = lab.make_commonsense(4, seed=5)
-    save_tiny_llama(tmp_path / "model", records)
-    write_json(tmp_path / "data" / "ft-training_set" / "commonsense_170k.json", records)
-    return tmp_path
+from tests.helpers import REPO
 
 
 @pytest.mark.slow

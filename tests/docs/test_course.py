@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 COURSE = ROOT / "course"
 LESSONS = COURSE / "lessons"
 SYLLABUS = COURSE / "README.md"

@@ -5,11 +5,10 @@ fails here; `python notebooks/twins.py` (or `make twins`) rewrites them.
 """
 
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 sys.path.insert(0, str(ROOT / "notebooks"))
 twins = pytest.importorskip("twins", reason="notebooks/twins.py needs jupytext (requirements.txt)")
 

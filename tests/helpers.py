@@ -1,4 +1,5 @@
-"""Helpers shared by the core tests: tiny models built from configs and small utilities.
+"""Helpers shared by the whole suite: the repository's root, tiny models built from configs, adapted models,
+a tiny run folder for the harness, and small utilities. Fixtures live in tests/conftest.py.
 
 Every model here is built on the spot (no hub access) and small enough that the whole core suite
 runs in well under a minute on two CPU cores.
@@ -6,11 +7,17 @@ runs in well under a minute on two CPU cores.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from core.bhra import AdaptedLinear, AdapterConfig, adapted_layers
+from core.bhra import AdaptedLinear, AdapterConfig, adapted_layers, inject
 
+REPO = Path(__file__).resolve().parents[1]  # the repository's root (or a student copy's)
 
 # One setting per method that fits both tiny models below (all widths divide by 8).
 METHOD_CONFIGS = {
@@ -133,3 +140,77 @@ def save_tiny_llama(folder, records: list[dict]) -> None:
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapted tiny models
+# ---------------------------------------------------------------------------------------------
+
+KINDS = list(MODELS)
+
+
+def adapted(method: str, kind: str, dtype=torch.float32, randomize=True, **overrides):
+    """A tiny model of `kind` with `method` injected (factors random and non-zero unless randomize=False)."""
+    make, targets = MODELS[kind]
+    model = make().to(dtype)
+    inject(model, make_cfg(method, targets, **overrides), verbose=False)
+    return randomize_factors(model) if randomize else model
+
+
+def adapted_mlp(method: str = "bhra", seed: int = 1, **kw):
+    """The tiny MLP (built from `seed`, widths d_in/d_hidden/d_out if given) with `method` injected on fc1 and
+    fc2 (the other keywords override the method's config) and random non-zero factors."""
+    model = make_mlp(seed, **{k: kw.pop(k) for k in ("d_in", "d_hidden", "d_out") if k in kw})
+    return randomize_factors(inject(model, make_cfg(method, **kw), verbose=False))
+
+
+def base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: layer.W0.detach().clone() for name, layer in adapted_layers(model)}
+
+
+# The block-normalised ablation, a method of the core outside the six (core.bhra.ABLATIONS)
+BLOCKNORM = dict(method="bhra_blocknorm", r=8, b=4, targets=MLP_TARGETS)
+
+
+def blocknorm_mlp(seed=1):
+    return randomize_factors(inject(make_mlp(seed), AdapterConfig(**BLOCKNORM), verbose=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness: a tiny run folder, a fresh interpreter, a small offline base
+# ---------------------------------------------------------------------------------------------
+
+
+def task_of(record: dict) -> str:
+    """Which family a synthetic record belongs to, read from its answer format line."""
+    fmt = record["instruction"].rsplit("Answer format: ", 1)[1]
+    return {"true/false": "boolq", "solution1/solution2": "piqa", "answer1/answer2/answer3": "social_i_qa",
+            "ending1/ending2/ending3/ending4": "hellaswag", "option1/option2": "winogrande",
+            "answer1/answer2/answer3/answer4/answer5": "ARC-Challenge"}.get(
+        fmt, "openbookqa" if "kept in the" in record["instruction"] else "ARC-Easy")
+
+
+def write_data_folder(folder: Path, records: list[dict], test_sets: bool = False) -> Path:
+    """`records` as a data folder in LLM-Adapters' layout: ft-training_set/commonsense_170k.json and, with
+    `test_sets`, dataset/<task>/test.json holding up to three of each task's records."""
+    import lab
+    from lab.cache import write_json
+
+    write_json(folder / "ft-training_set" / "commonsense_170k.json", records)
+    if test_sets:
+        for task in lab.COMMONSENSE_TASKS:
+            write_json(folder / "dataset" / task / "test.json", [r for r in records if task_of(r) == task][:3])
+    return folder
+
+
+def run_python(code: str, cwd: Path, env: dict | None = None) -> str:
+    """The last line `code` prints, run by a fresh interpreter in `cwd` with the repository on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+# A small offline base model (lab.offline.BaseSpec fields): the real recipe, built in a few seconds.
+SMALL_BASE = dict(hidden_size=32, intermediate_size=88, num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
+                  corpus_sentences=2000, pretrain_steps=30, pretrain_batch=8, pretrain_seq=32)

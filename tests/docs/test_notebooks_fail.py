@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 NOTEBOOK = ROOT / "notebooks" / "01_hadamard_rank_inequality.ipynb"
 SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 CHECK = "# NBVAL_CHECK_OUTPUT"

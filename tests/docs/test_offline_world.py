@@ -5,9 +5,8 @@ run of benchmarks/offline_world.py with three seeds per method, or notebook 06's
 * stage 2 before the base read word problems, and at the earlier offline rates: which plasticity spans reached 20."""
 import json
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 FILES = sorted((REPO / "benchmarks" / "results").glob("offline_world-base-seed*.json"))
 
 

@@ -1,0 +1,1 @@
+"""Tests of core/bhra.py, by subject."""

@@ -1,0 +1,1 @@
+"""Tests of the lab harness (lab/), one file per module."""

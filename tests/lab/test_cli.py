@@ -1,0 +1,62 @@
+"""lab.cli: `python -m lab` resumes a killed run and names the run folder that notebook 04 names."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_python
+
+
+@pytest.mark.slow
+def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, tmp_path):
+    env = {**os.environ, "BHRA_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "lab", "train", "--method", "lora", "--model", str(tiny / "model"),
+           "--data-dir", str(tiny / "LLM-Adapters"), "--train-file", "ft-training_set/commonsense_170k.json",
+           "--r", "8", "--max-steps", "300", "--save-steps", "5", "--batch-size", "4", "--micro-batch-size", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    runs = tmp_path / "runs" / "offline"
+    deadline = time.time() + 120
+    while not list(runs.glob("*/trainer/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = list(runs.iterdir())
+    assert not (run / "run.json").exists(), "the run finished before it could be killed"
+    assert not (run / "adapter").exists()
+    for ckpt in (run / "trainer").glob("checkpoint-*"):  # the factors and the optimiser state, not the model
+        assert (ckpt / "trainable.safetensors").exists() and not list(ckpt.glob("model*.safetensors"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["resumed_from"] is not None and "checkpoint-" in rec["resumed_from"]
+    assert rec["steps"] == 300
+    assert rec["losses"][0][0] == 5 and rec["losses"][-1][0] == 300   # the log spans both parts
+
+
+def _notebook_cell(path: Path, needle: str) -> str:
+    import nbformat
+    (cell,) = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and needle in c.source]
+    return cell
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["offline", "paper"])
+def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
+    """Notebook 04's own parameters cell, run in notebooks/, against `python -m lab show` at the root."""
+    env = {"BHRA_PROFILE": profile, "BHRA_CACHE": str(tmp_path)}
+    cell = _notebook_cell(REPO / "notebooks" / "04_finetune_llama.ipynb", "cfgs = lab.configs(")
+    from_notebook = run_python(cell + "\nprint(lab.run_dir(cfgs['bhra']))", REPO / "notebooks", env)
+    shown = subprocess.run([sys.executable, "-m", "lab", "show", "--profile", profile, "--method", "bhra"], cwd=REPO,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert json.loads(shown.stdout)["run_dir"] == from_notebook
+    assert from_notebook.startswith(str(tmp_path / "runs" / profile / "bhra-"))

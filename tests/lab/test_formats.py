@@ -1,0 +1,166 @@
+"""lab.formats: the LLM-Adapters format: task table, loaders and their errors, prompt and labels, answer extraction."""
+
+import json
+
+import pytest
+
+import lab
+
+
+# ---------------------------------------------------------------------------------------------
+# The task table and records
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_task_table_keeps_answer_words_and_chance():
+    from lab.formats import CHANCE, COMMONSENSE_TASKS, TASKS
+
+    answers = r"answer1|answer2|answer3|answer4|answer5"
+    assert COMMONSENSE_TASKS == {
+        "boolq": r"true|false", "piqa": r"solution1|solution2", "social_i_qa": answers,
+        "hellaswag": r"ending1|ending2|ending3|ending4", "winogrande": r"option1|option2",
+        "ARC-Easy": answers, "ARC-Challenge": answers, "openbookqa": answers}
+    assert list(TASKS) == list(COMMONSENSE_TASKS)
+    per_task = {"boolq": 1 / 2, "piqa": 1 / 2, "social_i_qa": 1 / 3, "hellaswag": 1 / 4, "winogrande": 1 / 2,
+                "ARC-Easy": 1 / 4, "ARC-Challenge": 1 / 5, "openbookqa": 1 / 4}
+    assert CHANCE == {**per_task, "average": sum(per_task.values()) / 8}
+
+
+def test_commonsense_record_writes_the_llm_adapters_format():
+    from lab.formats import commonsense_record
+
+    assert commonsense_record("piqa", "To open a jar", ["twist the lid", "hit it"], 2) == {
+        "instruction": "Please choose the correct solution to the question: To open a jar\n\n"
+                       "Solution1: twist the lid\n\nSolution2: hit it\n\nAnswer format: solution1/solution2",
+        "input": "", "output": "the correct answer is solution2", "answer": "solution2"}
+    assert commonsense_record("boolq", "is the sky blue?", [], True) == {
+        "instruction": "Please answer the following question with true or false, question: is the sky blue?\n\n"
+                       "Answer format: true/false",
+        "input": "", "output": "the correct answer is true", "answer": "true"}
+    assert commonsense_record("boolq", "is it?", [], False)["answer"] == "false"
+
+
+def test_chance_of_the_offline_test_sets_is_the_tasks_chance():
+    from lab.formats import CHANCE, chance_of
+
+    _, tests = lab.load_commonsense(lab.offline_data(), split="test")
+    assert {t: chance_of(ds) for t, ds in tests.items()} == {t: CHANCE[t] for t in tests}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------
+
+
+def test_json_round_trip_through_datasets(tmp_path):
+    records = lab.make_commonsense(2, seed=1) + [{"instruction": "i", "input": "ctx", "output": "o", "answer": "a"}]
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(records))
+    ds = lab.load_json_records(path)
+    assert [dict(r) for r in ds] == records
+
+
+def test_math_loader_converts_metamath_and_gsm8k(tmp_path):
+    (tmp_path / "mm.json").write_text(json.dumps([{"query": "q?", "response": "2+2=4. The answer is: 4", "type": "x",
+                                                   "original_question": "q"}]))
+    (tmp_path / "gsm.jsonl").write_text(json.dumps({"question": "q?", "answer": "so 1,000+1=1,001\n#### 1,001"}) + "\n")
+    import datasets
+
+    from lab.formats import math_records
+
+    def load(name):
+        return math_records(datasets.load_dataset("json", data_files=str(tmp_path / name), split="train"))
+
+    mm = load("mm.json")[0]
+    assert mm["answer"] == "4" and mm["instruction"] == "q?"
+    g = load("gsm.jsonl")[0]
+    assert g["answer"] == "1001" and g["output"].endswith("The answer is 1,001")
+    assert lab.is_correct("gsm8k", g["output"], g["answer"])
+
+
+def test_missing_data_file_says_what_to_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="LLM-Adapters"):
+        lab.load_commonsense(tmp_path)
+    with pytest.raises(FileNotFoundError, match="MetaMathQA"):
+        lab.load_json_records(tmp_path / "MetaMathQA-395K.json", kind="math")
+
+
+def test_wrong_format_is_named(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"question": "q", "label": 1}]))
+    with pytest.raises(ValueError, match="lack .*instruction"):
+        lab.load_json_records(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text("this is not json")
+    with pytest.raises(ValueError, match="not in the LLM-Adapters format"):
+        lab.load_json_records(tmp_path / "b.json")
+
+
+def test_download_hints_name_the_command():
+    assert "python -m lab.data" in lab.formats.DOWNLOAD_HINT["commonsense"]
+    assert "python -m lab.data" in lab.formats.DOWNLOAD_HINT["math"]
+    with pytest.raises(FileNotFoundError, match="python -m lab.data"):
+        lab.load_json_records("/nonexistent/dataset/boolq/test.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.exercise5
+@pytest.mark.parametrize("task,text,want", [
+    ("boolq", "the correct answer is true", "true"),
+    ("boolq", "false. no wait, true", "false"),             # first match wins
+    ("boolq", "True", ""),                                   # case-sensitive, as LLM-Adapters
+    ("piqa", "solution3 solution2", "solution2"),
+    ("social_i_qa", "the correct answer is answer5", "answer5"),
+    ("ARC-Challenge", "answer12", "answer1"),               # the regex has no word boundary
+    ("hellaswag", "ending5 ending4", "ending4"),
+    ("winogrande", "option 1", ""),
+    ("openbookqa", "", ""),
+])
+def test_commonsense_extraction(task, text, want):
+    assert lab.extract_answer(task, text) == want
+
+
+@pytest.mark.exercise5
+@pytest.mark.parametrize("text,want", [
+    ("The answer is 42", 42.0),
+    ("3 + 4 = 7. The answer is 7", 7.0),
+    ("costs 1,234.5 dollars", 1234.5),
+    ("from -3 to -8", -8.0),
+    ("no number", float("inf")),
+])
+def test_number_extraction(text, want):
+    assert lab.extract_number(text) == want
+
+
+@pytest.mark.exercise5
+def test_arithmetic_correctness_tolerance():
+    assert lab.is_correct("gsm8k", "The answer is 7.0005", "7")
+    assert not lab.is_correct("gsm8k", "The answer is 7.01", "7")
+    assert not lab.is_correct("gsm8k", "I cannot say", "7")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts and tokenisation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prompt_template_and_label_masking(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny / "model")
+    ex = lab.make_commonsense(1, seed=2)[0]
+    prompt = lab.generate_prompt(ex, with_output=False)
+    assert prompt.startswith("Below is an instruction that describes a task.") and prompt.endswith("### Response:\n")
+    assert "### Input:" in lab.generate_prompt({**ex, "input": "ctx"})
+    t = lab.tokenize_example(ex, tok, cutoff_len=256, train_on_inputs=False)
+    assert t["input_ids"][0] == tok.bos_token_id and t["input_ids"][-1] == tok.eos_token_id
+    trained = [i for i, l in zip(t["input_ids"], t["labels"]) if l != -100]
+    assert tok.decode(trained, skip_special_tokens=True) == ex["output"]
+    assert trained[-1] == tok.eos_token_id
+    assert t["labels"][:len(tok(prompt)["input_ids"])] == [-100] * len(tok(prompt)["input_ids"])
+    full = lab.tokenize_example(ex, tok, cutoff_len=256, train_on_inputs=True)
+    assert full["labels"] == full["input_ids"]
+    cut = lab.tokenize_example(ex, tok, cutoff_len=20, train_on_inputs=False)
+    assert len(cut["input_ids"]) == 20 and all(l == -100 for l in cut["labels"])  # prompt longer than cutoff
