@@ -52,7 +52,7 @@ else
 endif
 
 # Percent-format text twins of the notebooks (notebooks/py/), so a change shows as a readable diff;
-# tests/test_twins.py fails when a twin is out of date.
+# tests/docs/test_twins.py fails when a twin is out of date.
 twins: install
 	$(PY) notebooks/twins.py
 

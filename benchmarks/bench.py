@@ -81,7 +81,7 @@ PRESETS = {
     "cpu": dict(hidden=1024, intermediate=2816, layers=4, heads=16, kv_heads=4, vocab=8192,
                 seq=256, batch=1, warmup=1, steps=5, infer_runs=5,
                 device="cpu", dtype="float32", autocast="none"),
-    # Smoke test only (tests/test_bench.py): numbers mean nothing.
+    # Smoke test only (tests/docs/test_bench.py): numbers mean nothing.
     "tiny": dict(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=256,
                  seq=32, batch=1, warmup=0, steps=1, infer_runs=1,
                  device="cpu", dtype="float32", autocast="none", threads=1),

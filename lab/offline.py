@@ -13,7 +13,7 @@ machine starts from the same weights whatever its kernels. Other base models and
 cached under `.cache/`, keyed by their recipe: the settings (BaseSpec, the
 data sizes) and a hash of this file's generator source (`recipe_hash`), so an edited generator never
 meets a cache written by the old one. The build is deterministic for a fixed torch thread count,
-which `base_model_path` pins to one while it builds (tests/test_determinism.py checks it across
+which `base_model_path` pins to one while it builds (tests/lab/test_determinism.py checks it across
 processes at 1 and 2 threads).
 """
 from __future__ import annotations

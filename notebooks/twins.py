@@ -8,7 +8,7 @@ written from it and only for reading and reviewing.
     python notebooks/twins.py            # (re)write every twin, remove twins whose notebook is gone
     python notebooks/twins.py --check    # write nothing; exit 1 naming each twin that is out of sync
 
-`tests/test_twins.py` runs the check, so a notebook changed without its twin fails the suite.
+`tests/docs/test_twins.py` runs the check, so a notebook changed without its twin fails the suite.
 """
 from __future__ import annotations
 

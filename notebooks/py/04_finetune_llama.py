@@ -472,7 +472,7 @@ plt.show()
 #   initialisation, the factors that moved after one step, and a merge whose output matched the unmerged one.
 # - Every adapter starts as the base model with one factor at zero, and at the first step only that factor (and DoRA's magnitudes) gets a
 #   gradient (the initialisation table).
-# - One code path: the paper profile changes only the parameters cell (model id, data folder, r/b, steps, bf16); `tests/test_lab.py` runs the
+# - One code path: the paper profile changes only the parameters cell (model id, data folder, r/b, steps, bf16); `tests/lab/test_finetune.py` runs the
 #   harness with a paper-shaped configuration (r=32, b=8, all seven targets, cutoff 256) on a tiny model.
 # - At the same r all six adapters train the same number of parameters, $\sum_\ell r(m_\ell+n_\ell)$ (DoRA: plus one magnitude per output row);
 #   full fine-tuning trains every weight.

@@ -14,8 +14,8 @@
 #   paper:   meta-llama/Llama-3.2-1B, LLM-Adapters' commonsense_170k + the eight test files under
 #            data/LLM-Adapters, r=32, b=8 (r_b=4), k=2, alpha=64, targets q,k,v,o,gate,up,down,
 #            bf16, cutoff 256, 2 epochs, batch 16 (micro-batch 4), 4-beam decoding, one GPU
-#   offline: the small Llama built by lab.offline, synthetic tasks in the same format (lab/config.py
-#            PROFILES["offline"] has its steps, rank and batch), greedy decoding, CPU, one thread
+#   offline: the small Llama of lab.offline, synthetic tasks in the same format (RunConfig's defaults in
+#            lab/config.py: its steps, rank and batch), greedy decoding, CPU, one thread
 # SEEDS: the grid's seeds (BHRA_GRID=full: 0, 1, 2, the committed outputs; ci: 0 only, a quick look that
 # prints "too few seeds" instead of a verdict). Each seed draws its own data, initialisation and batch order.
 import json

@@ -192,7 +192,7 @@ table.pivot_table(index=["method", "lr"], columns="seed", values=["acc_A_stage1"
 # $$
 #
 #   The verdict is "above" (the whole interval is above 0), "below", or "inconclusive"; with fewer than three seeds, "too few seeds".
-#   Its definitions are pinned by hand-computed tables in `tests/test_continual.py`.
+#   Its definitions are pinned by hand-computed tables in `tests/lab/test_continual.py`.
 
 # %%
 # the baselines of task A (on the items evaluated: the first eval_limit_a of each task) and of task B
