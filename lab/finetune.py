@@ -117,7 +117,8 @@ def data_dir(cfg: RunConfig) -> Path:
 
 
 # Fields that change how a run is evaluated, logged or stored, not what it learns: not part of its identity.
-_NOT_IDENTITY = ("num_beams", "max_new_tokens", "eval_batch_size", "save_steps", "logging_steps", "progress", "cache")
+_NOT_IDENTITY = ("num_beams", "max_new_tokens", "eval_batch_size", "save_steps", "logging_steps", "progress",
+                 "cache")
 
 
 def identity(cfg: RunConfig) -> dict:
@@ -126,7 +127,8 @@ def identity(cfg: RunConfig) -> dict:
     # the data: a folder's path, or the synthetic folder's name, which hashes its recipe and sizes
     data = str(data_dir(cfg)) if cfg.data_dir else data_dir(cfg).name
     base = model_identity(cfg.model, cfg.cache)
-    key.update(model=OFFLINE if "offline" in base else cfg.model, learning_rate=cfg.learning_rate, base=base, data=data)
+    key.update(model=OFFLINE if "offline" in base else cfg.model, learning_rate=cfg.learning_rate, base=base,
+               data=data)
     return key
 
 

@@ -1,4 +1,4 @@
-"""lab.cli: `python -m lab` resumes a killed run and names the run folder that notebook 04 names."""
+"""lab.cli: `python -m lab` resumes a killed run, names the run folder that notebook 04 names, and evaluates only finished runs."""
 
 import json
 import os
@@ -60,3 +60,13 @@ def test_cli_and_notebook_04_use_the_same_run_folder(profile, tmp_path):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert json.loads(shown.stdout)["run_dir"] == from_notebook
     assert from_notebook.startswith(str(tmp_path / "runs" / profile / "bhra-"))
+
+
+def test_evaluate_of_an_untrained_run_names_the_train_command_and_trains_nothing(tiny, tmp_path):
+    from lab.cli import main
+
+    flags = ["--method", "lora", "--model", str(tiny / "model"), "--data-dir", str(tiny / "LLM-Adapters"),
+             "--train-file", "ft-training_set/commonsense_170k.json", "--cache", str(tmp_path)]
+    with pytest.raises(SystemExit, match="train it first, with the same flags: python -m lab train --method lora"):
+        main(["evaluate", *flags])
+    assert not (tmp_path / "runs").exists()
