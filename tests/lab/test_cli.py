@@ -1,4 +1,5 @@
-"""lab.cli: `python -m lab` resumes a killed run, names the run folder that notebook 04 names, and evaluates only finished runs."""
+"""lab.cli: `python -m lab` resumes a killed run, names the run folder that notebook 04 names, and evaluates
+only finished runs."""
 
 import json
 import os
