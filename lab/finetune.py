@@ -52,23 +52,54 @@ def model_path(model, cache=None) -> str:
     return str(folder) if folder.is_dir() else model
 
 
+def _hub_config(model) -> Path | None:
+    """A hub model's config.json in the local hub cache; None if it was never downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid hub id either (e.g. a folder that does not exist)
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _is_hub_id(model) -> bool:
+    return offline_spec(model) is None and not resolve(model).is_dir()
+
+
+def fetch_config(model) -> None:
+    """Download a hub model's config.json unless the hub cache has it. A hub model's identity hashes that
+    file, so a run names the same folder before the model's first download as after it; training fetches
+    it before naming its folder (a folder or an offline base needs nothing)."""
+    if not _is_hub_id(model) or _hub_config(model):
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "config.json")
+    except Exception as e:  # noqa: BLE001 - any hub failure: the same advice as for loading the model
+        raise _unloadable(model, e) from e
+
+
 def model_identity(model, cache=None) -> dict:
     """What a run's result depends on in the base model: the offline recipe (spec and its version),
-    or a folder's / hub model's path and the hash of its config.json."""
+    or a folder's / hub model's path and the hash of its config.json (None for a hub model never
+    downloaded: `fetch_config` first)."""
     spec = offline_spec(model)
     if spec is not None:
         return {"offline": dataclasses.asdict(spec)}
     path = model_path(model, cache)
-    config = Path(path) / "config.json"
-    if not config.is_file():  # a hub id: its cached config if the hub was reached before
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            cached = try_to_load_from_cache(model, "config.json")
-            config = Path(cached) if isinstance(cached, str) else config
-        except ImportError:
-            pass
-    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:12] if config.is_file() else None
+    config = Path(path) / "config.json" if not _is_hub_id(model) else _hub_config(model)
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:12] if config and config.is_file() else None
     return {"model": path, "config": digest}
+
+
+def _unloadable(model, e: Exception) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"could not load the model {model!r}: it is not a folder holding config.json and weights, and the hub "
+        f"could not serve it ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). Download it on "
+        f"a machine with network access, e.g. `hf download {model} --local-dir models/{Path(str(model)).name}` "
+        f"(Llama models are gated: accept the licence on the hub and `hf auth login` first), then pass that folder.")
 
 
 def device() -> torch.device:
@@ -87,12 +118,7 @@ def load_model(model=OFFLINE, dtype: torch.dtype = torch.float32, on=None, cache
         tokenizer = AutoTokenizer.from_pretrained(path)
         loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as e:
-        name = Path(str(model)).name
-        raise FileNotFoundError(
-            f"could not load the model {model!r}: it is not a folder holding config.json and weights, and the hub "
-            f"could not serve it ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download it on a machine "
-            f"with network access, e.g. `hf download {model} --local-dir models/{name}` "
-            f"(Llama models are gated: accept the licence on the hub and `hf auth login` first), then pass that folder.") from e
+        raise _unloadable(model, e) from e
     if tokenizer.pad_token is None:  # Llama-3 ships none; pad with EOS (masked out of the loss)
         tokenizer.pad_token = tokenizer.eos_token
     if on is not None:
@@ -250,6 +276,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
     `reuse=False` (the CLI's --fresh) deletes the run folder and starts from step 0. An unfinished
     run (no run.json) resumes from its last checkpoint. `callbacks`: extra transformers
     TrainerCallbacks (lab.smoke times the steps with one). Runs on `cfg.threads` CPU threads."""
+    fetch_config(cfg.model)  # before naming the folder: a hub model's identity hashes its config
     out = run_dir(cfg)
     if reuse and (out / "run.json").exists():
         return json.loads((out / "run.json").read_text())

@@ -2,11 +2,15 @@
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import lab
+from tests.helpers import REPO
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,3 +152,44 @@ def test_the_synthetic_data_is_part_of_a_run_identity(tmp_path):
     resized = lab.offline_data(n_test_per_task=299, cache=tmp_path)
     assert resized.name != lab.data_dir(cfg).name
     assert lab.run_dir(dataclasses.replace(cfg, data_dir=str(resized))) != lab.run_dir(cfg)
+
+
+# A hub model whose files reach the hub cache during the run (the first download): the fake download below
+# writes the tiny model into the cache's layout as the hub client would, and the process loads it offline.
+FIRST_DOWNLOAD = """
+import json, shutil, sys
+from pathlib import Path
+import huggingface_hub
+import lab
+
+hub, tiny, cache = map(Path, sys.argv[1:4])
+
+def download(repo_id, filename, **kw):  # every file of the model at once, as a first snapshot download
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(tiny / "model", repo / "snapshots" / ("0" * 40), dirs_exist_ok=True)
+    return str(repo / "snapshots" / ("0" * 40) / filename)
+
+huggingface_hub.hf_hub_download = download
+cfg = lab.RunConfig(method="lora", model="org/tiny-llama", data_dir=str(tiny / "LLM-Adapters"),
+                    train_file="ft-training_set/commonsense_170k.json", max_steps=2, batch_size=4,
+                    micro_batch_size=4, cache=str(cache))
+before = lab.model_identity(cfg.model)["config"]
+rec = lab.train(cfg, verbose=False)
+model, _ = lab.load_trained(cfg)  # found where train() put it
+print(json.dumps({"before": before, "after": lab.model_identity(cfg.model)["config"], "trained_in": rec["run_dir"],
+                  "run_dir": str(lab.run_dir(cfg))}))
+"""
+
+
+@pytest.mark.slow
+def test_a_hub_model_names_the_same_run_folder_before_and_after_its_first_download(tiny, tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", FIRST_DOWNLOAD, str(tmp_path / "hub"), str(tiny), str(tmp_path / "c")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["before"] is None and out["after"] is not None       # the config arrived during the run
+    assert out["trained_in"] == out["run_dir"]                       # and the run is found where it was trained
