@@ -459,7 +459,7 @@ def analyse(rows: list[dict]) -> list[dict]:
 
 
 def check_targets(rows: list[dict]) -> list[dict]:
-    """The issue's targets, each with the measured ratio (wall clock, and process CPU time)."""
+    """The benchmark's targets, each with the measured ratio (wall clock, and process CPU time)."""
     ok = {r["method"]: r for r in rows if "error" not in r}
     out = []
 

@@ -11,7 +11,7 @@ import sys
 
 from tests.helpers import REPO
 METHODS = ["base", "full", "peft-lora", "peft-hira", "peft-gralora",
-           "lora", "dora", "hira", "abba", "gralora", "bhra", "bhra-plain"]  # the list, in table order
+           "lora", "dora", "hira", "abba", "gralora", "bhra", "bhra-plain"]  # every method and BHRA on plain autograd, in table order
 
 
 @pytest.mark.slow
