@@ -22,8 +22,10 @@ class Task:
     "Solution1: ...", the answers "solution1", "solution2", ... (boolq, without `word`: true/false)."""
     prefix: str
     word: str          # the answer word ("solution"); "" for boolq
-    n_options: int     # the real task's
+    n_options: int     # the real task's (most of its items: ARC has a few of 3 and 5)
     regex: str         # the valid answers, as LLM-Adapters extracts them (first match wins)
+    between: str = " "          # between two options: one line for all but PIQA
+    before_format: str = "\n\n"  # before "Answer format": WinoGrande's follows its options on their line
 
     @property
     def label(self) -> str:
@@ -34,41 +36,44 @@ class Task:
 _ANSWER = "Please choose the correct answer to the question: "
 _ANSWERS = r"answer1|answer2|answer3|answer4|answer5"
 
-# The eight commonsense tasks of LLM-Adapters, under their folder names.
+# The eight commonsense tasks of LLM-Adapters, under their folder names; the spacing is that of its
+# test files and of commonsense_170k (tests/lab/fixtures/llm_adapters_records.json holds records of each).
 TASKS = {
     "boolq": Task("Please answer the following question with true or false, question: ", "", 2, r"true|false"),
-    "piqa": Task("Please choose the correct solution to the question: ", "solution", 2, r"solution1|solution2"),
+    "piqa": Task("Please choose the correct solution to the question: ", "solution", 2, r"solution1|solution2",
+                 between="\n\n"),
     "social_i_qa": Task(_ANSWER, "answer", 3, _ANSWERS),
     "hellaswag": Task("Please choose the correct ending to complete the given sentence: ", "ending", 4,
                       r"ending1|ending2|ending3|ending4"),
     "winogrande": Task("Please choose the correct answer to fill in the blank to complete the given sentence: ",
-                       "option", 2, r"option1|option2"),
+                       "option", 2, r"option1|option2", before_format=" "),
     "ARC-Easy": Task(_ANSWER, "answer", 4, _ANSWERS),
-    "ARC-Challenge": Task(_ANSWER, "answer", 5, _ANSWERS),
+    "ARC-Challenge": Task(_ANSWER, "answer", 4, _ANSWERS),
     "openbookqa": Task(_ANSWER, "answer", 4, _ANSWERS),
 }
 COMMONSENSE_TASKS = {name: t.regex for name, t in TASKS.items()}
 
-# Chance accuracy of each task: one uniform guess among its options (the offline stand-ins have as many).
+# Chance accuracy of each task with its usual number of options (the offline stand-ins have as many).
+# A test file's own chance, item by item, is chance_of(records): ARC's few 3- and 5-option items move it.
 CHANCE = {name: 1 / t.n_options for name, t in TASKS.items()}
 CHANCE["average"] = sum(CHANCE.values()) / len(CHANCE)
 
 
 def commonsense_record(task: str, question: str, options, answer) -> dict:
-    """One record of `task`. `answer`: the 1-based index of the correct option, or for boolq (no
-    options) the truth as a bool."""
+    """One record of `task`, spaced as LLM-Adapters' files are. `answer`: the 1-based index of the
+    correct option, or for boolq (no options) the truth as a bool."""
     t = TASKS[task]
-    listed = "".join(f"\n\n{t.label}{i}: {o}" for i, o in enumerate(options, 1))
+    listed = "\n\n" + t.between.join(f"{t.label}{i}: {o}" for i, o in enumerate(options, 1)) if options else ""
     words = [f"{t.word}{i}" for i in range(1, len(options) + 1)] if t.word else ["true", "false"]
     answer = f"{t.word}{answer}" if t.word else ("true" if answer else "false")
-    return {"instruction": f"{t.prefix}{question}{listed}\n\nAnswer format: {'/'.join(words)}", "input": "",
-            "output": f"the correct answer is {answer}", "answer": answer}
+    return {"instruction": f"{t.prefix}{question}{listed}{t.before_format}Answer format: {'/'.join(words)}",
+            "input": "", "output": f"the correct answer is {answer}", "answer": answer}
 
 
-def chance_of(records) -> float:
-    """Chance accuracy on `records` (of one task): the mean of 1/(number of options), each read from its
-    instruction's "Answer format: a/b/c" line."""
-    ks = [len(r["instruction"].rsplit("Answer format: ", 1)[1].split("/")) for r in records]
+def chance_of(records, limit: int | None = None) -> float:
+    """Chance accuracy on `records` (of one task; the first `limit`): the mean of 1/(number of options),
+    each read from its instruction's "Answer format: a/b/c" line."""
+    ks = [len(r["instruction"].rsplit("Answer format: ", 1)[1].split("/")) for r in records][:limit]
     return float(sum(Fraction(1, k) for k in ks) / len(ks))  # exact: k options each give 1/k, as CHANCE
 
 

@@ -2,6 +2,7 @@
 written is the one lab.formats.load_commonsense and lab.continual read. No hub is reached: the fetch
 gets a loader that reads the fixtures with `datasets`, as the hub loader returns them."""
 import json
+from pathlib import Path
 
 import datasets
 import pytest
@@ -139,6 +140,19 @@ def test_no_hub_gives_a_message_naming_the_fix(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert "meta-math/MetaMathQA" in err and "hf auth login" in err and "LLM-Adapters" in err
     assert not (tmp_path / "x" / data.MATH_FILE).exists()
+
+
+def test_converters_give_llm_adapters_test_records_back_whole():
+    """Records of LLM-Adapters' own test files (the fixture names their source), rebuilt from their fields
+    in the hub datasets' schema: the whole strings must match, spacing and answer words included."""
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "llm_adapters_records.json").read_text())
+    assert list(fixture["tasks"]) == list(data.TESTS)
+    for task, items in fixture["tasks"].items():
+        convert = data.TESTS[task][3]
+        for item in items:
+            assert convert(item["hub"]) == item["record"], (task, item["index"])
+    arc_sizes = {len(i["hub"]["choices"]["text"]) for i in fixture["tasks"]["ARC-Challenge"]}
+    assert arc_sizes == {3, 4, 5}                   # the items of 3 and 5 options are listed as they are
 
 
 def test_every_commonsense_task_has_a_source():

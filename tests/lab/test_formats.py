@@ -1,6 +1,7 @@
 """lab.formats: the LLM-Adapters format: task table, loaders and their errors, prompt and labels, answer extraction."""
 
 import json
+from fractions import Fraction
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_the_task_table_keeps_answer_words_and_chance():
         "ARC-Easy": answers, "ARC-Challenge": answers, "openbookqa": answers}
     assert list(TASKS) == list(COMMONSENSE_TASKS)
     per_task = {"boolq": 1 / 2, "piqa": 1 / 2, "social_i_qa": 1 / 3, "hellaswag": 1 / 4, "winogrande": 1 / 2,
-                "ARC-Easy": 1 / 4, "ARC-Challenge": 1 / 5, "openbookqa": 1 / 4}
+                "ARC-Easy": 1 / 4, "ARC-Challenge": 1 / 4, "openbookqa": 1 / 4}
     assert CHANCE == {**per_task, "average": sum(per_task.values()) / 8}
 
 
@@ -33,11 +34,23 @@ def test_commonsense_record_writes_the_llm_adapters_format():
         "instruction": "Please choose the correct solution to the question: To open a jar\n\n"
                        "Solution1: twist the lid\n\nSolution2: hit it\n\nAnswer format: solution1/solution2",
         "input": "", "output": "the correct answer is solution2", "answer": "solution2"}
+    assert commonsense_record("social_i_qa", "Who?", ["a", "b", "c"], 1)["instruction"] == (
+        "Please choose the correct answer to the question: Who?\n\nAnswer1: a Answer2: b Answer3: c\n\n"
+        "Answer format: answer1/answer2/answer3")
+    assert commonsense_record("winogrande", "_ won.", ["Ann", "Bo"], 2)["instruction"].endswith(
+        "_ won.\n\nOption1: Ann Option2: Bo Answer format: option1/option2")
     assert commonsense_record("boolq", "is the sky blue?", [], True) == {
         "instruction": "Please answer the following question with true or false, question: is the sky blue?\n\n"
                        "Answer format: true/false",
         "input": "", "output": "the correct answer is true", "answer": "true"}
     assert commonsense_record("boolq", "is it?", [], False)["answer"] == "false"
+
+
+def test_chance_of_counts_each_items_options():
+    from lab.formats import chance_of, commonsense_record
+
+    arc = [commonsense_record("ARC-Challenge", "q", ["x"] * k, 1) for k in (4, 4, 3, 5)]
+    assert chance_of(arc) == float(Fraction(1, 4) + Fraction(1, 4) + Fraction(1, 3) + Fraction(1, 5)) / 4
 
 
 def test_chance_of_the_offline_test_sets_is_the_tasks_chance():
