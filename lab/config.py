@@ -108,19 +108,24 @@ class RunConfig:
 
 
 # The two profiles, as what differs from RunConfig's defaults (the offline profile IS the defaults).
-# Sources of the paper values are in notebook 04's settings table.
+# The paper profile follows one recipe, LLM-Adapters' commonsense one as DoRA and HiRA ran it (3 epochs,
+# batch 16, warm-up 100, q,k,v,up,down, dropout 0.05, loss on prompt and response); each method's own
+# settings (learning rate, ABBA's scale) come from its own script. Sources: notebook 04's protocol table.
+LLM_ADAPTERS_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 PROFILES = {
-    "paper": dict(model="meta-llama/Llama-3.2-1B", data_dir="data/LLM-Adapters",
-                  train_file=TRAIN_FILE, r=32, b=8, alpha=64.0, bf16=True, max_steps=0, epochs=2.0,
-                  micro_batch_size=4, warmup_steps=100, save_steps=500, num_beams=4, max_new_tokens=32,
-                  eval_batch_size=16, threads=None, progress=True),
+    "paper": dict(model="meta-llama/Llama-3.2-1B", data_dir="data/LLM-Adapters", train_file=TRAIN_FILE,
+                  r=32, b=8, alpha=64.0, dropout=0.05, targets=LLM_ADAPTERS_TARGETS, bf16=True, max_steps=0,
+                  epochs=3.0, micro_batch_size=4, warmup_steps=100, train_on_inputs=True, save_steps=500,
+                  num_beams=4, max_new_tokens=32, eval_batch_size=16, threads=None, progress=True),
     "offline": dict(),
 }
+# What a method's own reference script sets otherwise, on top of its profile (ABBA's train_cr.sh: alpha 32).
+BY_METHOD = {"paper": {"abba": dict(alpha=32.0)}, "offline": {}}
 
 # What notebooks 04 and 05 print of each profile, in this order.
-DESCRIBED = ("model", "data_dir", "train_file", "r", "b", "k", "alpha", "cutoff_len", "bf16", "max_steps", "epochs",
-             "batch_size", "micro_batch_size", "warmup_steps", "save_steps", "num_beams", "max_new_tokens",
-             "eval_batch_size")
+DESCRIBED = ("model", "data_dir", "train_file", "r", "b", "k", "alpha", "dropout", "targets", "cutoff_len",
+             "train_on_inputs", "bf16", "max_steps", "epochs", "batch_size", "micro_batch_size", "warmup_steps",
+             "save_steps", "num_beams", "max_new_tokens", "eval_batch_size")
 
 
 def describe(profile: str) -> dict:
@@ -137,7 +142,15 @@ def preset(profile: str = "offline", **overrides) -> RunConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}: RunConfig has {sorted(fields)}")
-    return RunConfig(**{"profile": profile, **PROFILES[profile], **overrides})
+    method = overrides.get("method", RunConfig.method)
+    return RunConfig(**{"profile": profile, **PROFILES[profile], **BY_METHOD[profile].get(method, {}), **overrides})
+
+
+def for_method(cfg: RunConfig, method: str) -> RunConfig:
+    """`cfg` for another method: its own settings (BY_METHOD) replace those of cfg's method."""
+    own = BY_METHOD[cfg.profile]
+    undo = {k: PROFILES[cfg.profile].get(k, getattr(RunConfig, k)) for k in own.get(cfg.method, {})}
+    return dataclasses.replace(cfg, method=method, **{**undo, **own.get(method, {})})
 
 
 def configs(profile: str, methods=METHODS_ALL, **overrides) -> dict:

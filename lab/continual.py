@@ -40,7 +40,7 @@ import numpy as np
 
 from core.bhra import adapted_layers, merge_and_unload
 from lab.cache import root, stable_hash, write_json
-from lab.config import ABLATIONS, RunConfig, preset
+from lab.config import ABLATIONS, RunConfig, for_method, preset
 from lab.finetune import (data_dir, evaluate, load_model, load_trained, model_identity, save_merged, stored_dtype,
                           train)
 from lab.pool import in_parallel
@@ -288,6 +288,7 @@ class ContinualSpec:
     eval_limit_a: int | None = 25  # test examples per commonsense task (None: all)
     eval_limit_b: int | None = 100  # arithmetic test examples (None: all)
     max_new_tokens_b: int = 32  # arithmetic answers are longer than a choice
+    cutoff_len_b: int | None = None  # stage 2's cutoff_len (None: the run's); worked solutions are longer
 
     def __post_init__(self):
         self.methods, self.seeds = tuple(self.methods), tuple(self.seeds)
@@ -319,7 +320,8 @@ CONTINUAL = {
         run=dict(model="meta-llama/Llama-3.2-3B",            # the paper's continual model; "...-1B" fits smaller GPUs
                  max_steps=3000, max_new_tokens=32, eval_batch_size=32),
         task_b_file="ft-training_set/MetaMathQA-40K.json",  # written by `python -m lab.data`
-        stage2_steps=2000, eval_limit_a=None, eval_limit_b=None, max_new_tokens_b=256),
+        stage2_steps=2000, eval_limit_a=None, eval_limit_b=None, max_new_tokens_b=256,
+        cutoff_len_b=512),  # ABBA's train_arithmetic.py --max_seq_length: 256 cuts the long MetaMathQA solutions
 }
 
 
@@ -338,14 +340,15 @@ def continual_preset(profile: str = "offline", grid: str = "full", run: dict | N
 
 def base_lr(spec: ContinualSpec, method: str) -> float:
     """The method's stage-1 learning rate: spec.run's `lr` if set, else the lab's table (the ablation uses BHRA's)."""
-    return dataclasses.replace(spec.run, method=method).learning_rate
+    return for_method(spec.run, method).learning_rate
 
 
 def _config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str, lr: float) -> RunConfig:
     if stage == 1:
-        return dataclasses.replace(spec.run, method=method, seed=seed, lr=lr)
-    return dataclasses.replace(spec.run, method=method, seed=seed, lr=lr, model=model, train_file=spec.task_b_file,
-                               max_steps=spec.stage2_steps, n_train=spec.n_train_b)
+        return dataclasses.replace(for_method(spec.run, method), seed=seed, lr=lr)
+    return dataclasses.replace(for_method(spec.run, method), seed=seed, lr=lr, model=model,
+                               train_file=spec.task_b_file, max_steps=spec.stage2_steps, n_train=spec.n_train_b,
+                               cutoff_len=spec.cutoff_len_b or spec.run.cutoff_len)
 
 
 def _root(spec: ContinualSpec) -> Path:

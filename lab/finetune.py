@@ -218,8 +218,18 @@ def _training_set(cfg: RunConfig, tokenizer):
     ds = load_json_records(data_dir(cfg) / cfg.train_file)
     if cfg.n_train:
         ds = ds.select(range(min(cfg.n_train, len(ds))))
-    return ds.map(lambda e: tokenize_example(e, tokenizer, cfg.cutoff_len, cfg.train_on_inputs),
-                  remove_columns=ds.column_names, desc="tokenize")
+    ds = ds.map(lambda e: tokenize_example(e, tokenizer, cfg.cutoff_len, cfg.train_on_inputs),
+                remove_columns=ds.column_names, desc="tokenize")
+    cut = truncated_share(ds, cfg.cutoff_len)
+    if cut:
+        print(f"{100 * cut:.1f} % of the training records reach cutoff_len={cfg.cutoff_len} and lose their end "
+              "(the answer and EOS): a larger cutoff_len keeps them")
+    return ds
+
+
+def truncated_share(ds, cutoff_len: int) -> float:
+    """The share of tokenised records cut at `cutoff_len` (tokenize_example appends EOS only below it)."""
+    return sum(len(ids) >= cutoff_len for ids in ds["input_ids"]) / max(1, len(ds))
 
 
 def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=()):
@@ -286,7 +296,8 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
     with threads(cfg.threads):
         model, tokenizer = prepare_model(cfg, verbose=verbose)
         tokenizer.padding_side = "right"
-        trainer = _trainer(cfg, model, tokenizer, _training_set(cfg, tokenizer), out, callbacks)
+        ds = _training_set(cfg, tokenizer)
+        trainer = _trainer(cfg, model, tokenizer, ds, out, callbacks)
         last = _last_checkpoint(out)
         if last and verbose:
             print(f"resuming from {last}")
@@ -299,7 +310,8 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
             "config": dataclasses.asdict(cfg), "run_dir": str(out), "learning_rate": cfg.learning_rate,
             "trainable": count_trainable(model), "total": sum(p.numel() for p in model.parameters()),
             "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-            "train_loss": result.training_loss, "resumed_from": last, "seconds": round(time.time() - t0, 1),
+            "train_loss": result.training_loss, "truncated": truncated_share(ds, cfg.cutoff_len),
+            "resumed_from": last, "seconds": round(time.time() - t0, 1),
             "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]})
     _barrier()
     return json.loads((out / "run.json").read_text())  # the same object a reused run returns

@@ -193,3 +193,12 @@ def test_a_hub_model_names_the_same_run_folder_before_and_after_its_first_downlo
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["before"] is None and out["after"] is not None       # the config arrived during the run
     assert out["trained_in"] == out["run_dir"]                       # and the run is found where it was trained
+
+
+def test_truncated_share_counts_the_records_cut_at_the_cutoff():
+    import datasets
+
+    from lab.finetune import truncated_share
+
+    ds = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4], [1, 2, 9], [5, 6, 7, 8]]})
+    assert truncated_share(ds, 4) == 2 / 3 and truncated_share(ds, 5) == 0.0

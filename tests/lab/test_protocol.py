@@ -23,16 +23,22 @@ def test_this_profile_follows_the_cfg():
     assert "4-beam" in beam["this profile"] and beam["departs, and why"] == "no"
     assert "greedy" in greedy["this profile"] and "speed" in greedy["departs, and why"]
     assert row(settings_table(dataclasses.replace(preset("offline"), max_steps=123)), "epochs")["this profile"] == "123 steps"
-    assert row(settings_table(cfg), "epochs")["this profile"] == "2 epochs"
-    assert row(settings_table(dataclasses.replace(cfg, dropout=0.05)), "adapter dropout")["departs, and why"] == "no"
+    assert row(settings_table(cfg), "epochs")["this profile"] == "3 epochs"
+    assert row(settings_table(cfg), "epochs")["departs, and why"] == "no"
+    assert row(settings_table(dataclasses.replace(cfg, dropout=0.0)), "adapter dropout")["departs, and why"].startswith("0 vs")
+    assert row(settings_table(cfg), "target modules")["departs, and why"] == "no"
+    abba = row(settings_table(preset("paper", method="abba")), "learning rate")["departs, and why"]
+    assert abba.startswith("no; ") and "13.5x as many optimiser steps" in abba  # (3/16) / (2/144)
 
 
-def test_abba_scale_row_reports_the_factor_against_the_reference(monkeypatch):
-    # core: s = alpha, as the reference code (CERT-Lab/abba); a different core scale is reported as a factor
-    for profile in ("offline", "paper"):
-        cell = settings_table(preset(profile)).set_index("setting").loc["ABBA scale s", "departs, and why"]
-        assert cell.startswith("the scale follows the reference code")
+def test_abba_scale_row_compares_with_abbas_own_script(monkeypatch):
+    # the paper profile's ABBA takes its own script's alpha (32), whatever method the table is shown for
+    for method in ("bhra", "abba", "lora"):
+        cell = settings_table(preset("paper", method=method)).set_index("setting").loc["ABBA scale s", "departs, and why"]
+        assert cell.startswith("s as ABBA's script"), method
+    offline = settings_table(preset("offline")).set_index("setting").loc["ABBA scale s"]
+    assert offline["this profile"].startswith("s = 16 ") and offline["departs, and why"].startswith("0.5x ABBA's")
     import lab.protocol as protocol
     monkeypatch.setattr(protocol, "scaling", lambda acfg: 2 * acfg.alpha**2 / acfg.r)  # the old alpha^2/sqrt(r1 r2)
     cell = settings_table(preset("paper")).set_index("setting").loc["ABBA scale s", "departs, and why"]
-    assert cell.startswith("4x")
+    assert cell.startswith("2x")
