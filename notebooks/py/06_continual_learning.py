@@ -200,15 +200,15 @@ import dataclasses
 
 from lab.formats import load_commonsense, load_json_records
 
-CH_A = 100 * lab.CHANCE["average"]
-maj_a, maj_b = [], []
+ch_a, maj_a, maj_b = [], [], []
 for s in spec.seeds:
     folder = lab.data_dir(dataclasses.replace(spec.run, seed=s))
     _, tests_a = load_commonsense(folder, split="test")
+    ch_a.append(np.mean([100 * lab.chance_of(ds, spec.eval_limit_a) for ds in tests_a.values()]))  # from the options
     maj_a.append(np.mean([100 * lab.majority(ds["answer"][: spec.eval_limit_a]) for ds in tests_a.values()]))
     ans_b = load_json_records(folder / spec.task_b_test, kind="math")["answer"][: spec.eval_limit_b]
     maj_b.append(100 * lab.majority(ans_b))
-MAJ_A, MAJ_B = float(np.mean(maj_a)), float(np.mean(maj_b))
+CH_A, MAJ_A, MAJ_B = float(np.mean(ch_a)), float(np.mean(maj_a)), float(np.mean(maj_b))
 summary = summarize(table)
 front = summary.frontier
 print(f"A: chance {CH_A:.1f} %, majority answer {MAJ_A:.1f} %   B: majority answer {MAJ_B:.1f} %")

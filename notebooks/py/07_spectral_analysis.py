@@ -314,7 +314,8 @@ for ax, (col, title, ylabel) in zip(axes, panels):
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
-axes[0].axhline(100 * lab.CHANCE["average"], color="0.5", ls=":", lw=1, label="chance (mean over tasks)")
+chance_a = 100 * np.mean([lab.chance_of(ds, EVAL["limit"]) for ds in tests.values()])  # the items evaluated
+axes[0].axhline(chance_a, color="0.5", ls=":", lw=1, label="chance (mean over tasks)")
 axes[0].legend(fontsize=8, loc="upper left")
 axes[0].set_ylim(top=100)
 axes[1].axhline(ceiling_sweep, color="0.5", ls="--", lw=1)
