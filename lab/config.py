@@ -119,8 +119,10 @@ PROFILES = {
                   num_beams=4, max_new_tokens=32, eval_batch_size=16, threads=None, progress=True),
     "offline": dict(),
 }
-# What a method's own reference script sets otherwise, on top of its profile (ABBA's train_cr.sh: alpha 32).
-BY_METHOD = {"paper": {"abba": dict(alpha=32.0)}, "offline": {}}
+# What a method's own reference script sets otherwise, on top of its profile (ABBA's train_cr.sh: alpha 32);
+# methods with no separate adapter path (core.bhra.USES) and full fine-tuning take no adapter dropout.
+NO_DROPOUT = tuple(m for m in METHODS_ALL + ABLATIONS if "dropout" not in bhra.USES.get(m, ()))
+BY_METHOD = {"paper": {"abba": dict(alpha=32.0), **{m: dict(dropout=0.0) for m in NO_DROPOUT}}, "offline": {}}
 
 # What notebooks 04 and 05 print of each profile, in this order.
 DESCRIBED = ("model", "data_dir", "train_file", "r", "b", "k", "alpha", "dropout", "targets", "cutoff_len",

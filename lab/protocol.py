@@ -30,6 +30,15 @@ def _abba_scale(cfg: RunConfig) -> float:
     return scaling(for_method(cfg, "abba").adapter_config())
 
 
+def _dropout_departs(cfg: RunConfig) -> str:
+    additive = for_method(cfg, "lora").dropout  # what the methods with a separate adapter path get
+    if additive != 0.05:
+        return f"{additive:g} vs 0.05: core's HiRA/BHRA take no dropout (core.bhra.USES), so the additive methods get none either"
+    if cfg.dropout != additive:
+        return f"0 for {cfg.method}: it has no separate adapter path to drop out (core.bhra.USES); LoRA, DoRA, ABBA, GraLoRA 0.05"
+    return "no: on LoRA, DoRA, ABBA and GraLoRA; core's HiRA and BHRA take no dropout (core.bhra.USES)"
+
+
 def _lr_departs(cfg: RunConfig) -> str:
     if cfg.profile == "offline":
         return "rates tuned on the small offline model (config.LEARNING_RATES), not the published ones"
@@ -104,9 +113,7 @@ SETTINGS = [
          practice="0.05 (LLM-Adapters, DoRA, HiRA, ABBA defaults)",
          source=f"{LA} finetune.py l.49; {HIRA} hira/tuners/lora.py l.81; {ABBA} train_cr.py l.161",
          follows="LLM-Adapters (0.05)", this=lambda c: f"{c.dropout:g}",
-         departs=lambda c: ("no: on LoRA, DoRA, ABBA and GraLoRA; core's HiRA and BHRA take no dropout (core.bhra.USES)"
-                            if c.dropout == 0.05 else f"{c.dropout:g} vs 0.05: core's HiRA/BHRA take no dropout "
-                            "(core.bhra.USES), so 0 keeps the additive controls on the same footing")),
+         departs=lambda c: _dropout_departs(c)),
     dict(setting="target modules", paper=NOT_CHECKED, field="targets",
          practice="q,k,v,up,down (DoRA, HiRA commonsense); ABBA q,k,v,o,gate,up,down",
          source=f"{DORA}llama_7B_Dora.sh --target_modules; {HIRA} README --target_modules; {ABBA} models.py l.112",

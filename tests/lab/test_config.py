@@ -27,4 +27,15 @@ def test_the_paper_profile_follows_llm_adapters_recipe():
     cfg = lab.preset("paper")
     assert (cfg.epochs, cfg.batch_size, cfg.micro_batch_size, cfg.warmup_steps, cfg.cutoff_len) == (3.0, 16, 4, 100, 256)
     assert cfg.targets == ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
-    assert (cfg.dropout, cfg.train_on_inputs) == (0.05, True)
+    assert cfg.train_on_inputs
+    assert lab.preset("paper", method="lora").dropout == 0.05
+
+
+@pytest.mark.parametrize("profile", sorted(lab.PROFILES))
+@pytest.mark.parametrize("method", lab.METHODS + lab.ABLATIONS)
+def test_every_methods_preset_makes_an_adapter_core_accepts(profile, method):
+    """HiRA and BHRA have no adapter path to drop out: their presets carry dropout 0, or core refuses them."""
+    cfg = lab.preset(profile, method=method).adapter_config()
+    assert cfg.method == method
+    if method in ("hira", "bhra", "bhra_blocknorm"):
+        assert cfg.dropout == 0.0

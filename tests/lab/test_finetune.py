@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lab
+from lab.config import LLM_ADAPTERS_TARGETS
 from tests.helpers import REPO
 
 
@@ -27,7 +28,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_paper_shaped_config_runs_the_same_harness(tiny, tmp_path, single_thread):
     """The paper profile with only model, data folder, step count and CPU-friendly batch changed."""
     paper = lab.preset("paper")
-    assert (paper.r, paper.b, paper.cutoff_len, paper.targets) == (32, 8, 256, lab.TARGETS_ALL)
+    assert (paper.r, paper.b, paper.cutoff_len, paper.targets) == (32, 8, 256, LLM_ADAPTERS_TARGETS)
     cfg = lab.preset("paper", method="bhra", model=str(tiny / "model"), data_dir=str(tiny / "LLM-Adapters"),
                      max_steps=2, micro_batch_size=2, batch_size=4, warmup_steps=0, bf16=False, save_steps=1,
                      num_beams=1, max_new_tokens=4, progress=False, cache=str(tmp_path))

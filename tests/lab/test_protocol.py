@@ -25,7 +25,10 @@ def test_this_profile_follows_the_cfg():
     assert row(settings_table(dataclasses.replace(preset("offline"), max_steps=123)), "epochs")["this profile"] == "123 steps"
     assert row(settings_table(cfg), "epochs")["this profile"] == "3 epochs"
     assert row(settings_table(cfg), "epochs")["departs, and why"] == "no"
-    assert row(settings_table(dataclasses.replace(cfg, dropout=0.0)), "adapter dropout")["departs, and why"].startswith("0 vs")
+    lora = preset("paper", method="lora")
+    assert row(settings_table(lora), "adapter dropout")["departs, and why"].startswith("no: ")
+    assert row(settings_table(dataclasses.replace(lora, dropout=0.0)), "adapter dropout")["departs, and why"].startswith("0 vs")
+    assert row(settings_table(cfg), "adapter dropout")["departs, and why"].startswith("0 for bhra: it has no separate")
     assert row(settings_table(cfg), "target modules")["departs, and why"] == "no"
     abba = row(settings_table(preset("paper", method="abba")), "learning rate")["departs, and why"]
     assert abba.startswith("no; ") and "13.5x as many optimiser steps" in abba  # (3/16) / (2/144)
