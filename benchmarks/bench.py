@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                      # --preset cpu: a small Llama, float32, 2 cores, ~5 min
     python benchmarks/bench.py --preset llama-3.2-1b [--batch 16]   # a GPU: what the paper profile trains
-    python benchmarks/bench.py --estimate                # does BHRA on Llama-3.2-1B fit 24 GB? (arithmetic, no GPU)
+    python benchmarks/bench.py --estimate                # the paper BHRA run: memory, fit per GPU (lab.budget)
     python benchmarks/bench.py --profile bhra,peft-lora   # torch.profiler on one step of each, no table
 
 Precision. The llama-3.2-1b preset measures what the paper profile trains (lab.finetune.train with
@@ -377,56 +377,6 @@ def _profile_child(method, p, conn):
 
 
 # ---------------------------------------------------------------------------------------------
-# The estimate: does the paper profile's BHRA fine-tune of Llama-3.2-1B fit 24 GB?
-# ---------------------------------------------------------------------------------------------
-
-
-def estimate(p: dict, budget_gb: float = 24.0) -> str:
-    """Peak training memory of BHRA (r = R, every target) on the preset's shapes, as the paper profile
-    trains it (float32 weights, bf16 autocast, AdamW), from parameter counts of the model built on the
-    meta device (no memory, no GPU). Activations are counted per token and layer from what the forward
-    keeps for backward. Not counted: the CUDA context, the allocator's fragmentation and transients
-    (the largest: one layer's temporaries during backward), which a measurement adds on top."""
-    GiB = 2**30
-    p = dict(p, device="meta", dtype="float32")
-    with torch.device("meta"):
-        model = build_model(p)
-    h, i, kv = p["hidden"], p["intermediate"], p["hidden"] * p["kv_heads"] // p["heads"]
-    total = sum(q.numel() for q in model.parameters())               # tied embeddings counted once
-    linears = [(n, mod) for n, mod in model.named_modules()
-               if isinstance(mod, torch.nn.Linear) and n.rsplit(".", 1)[-1] in TARGETS]
-    adapted = sum(mod.weight.numel() for _, mod in linears)
-    factors = sum(R * (mod.in_features + mod.out_features) for _, mod in linears)  # r (m + n) per layer
-    tokens, L, V = p["batch"] * p["seq"], p["layers"], p["vocab"]
-    # kept for backward, per token and layer: float32 residual inputs of the two RMSNorms; in bf16 the
-    # normed inputs of attention and MLP, rotated q and k, v, the attention output, and the MLP's gate,
-    # up, SiLU(gate) and their product (BHRA's lean Function keeps its input x and the factors only)
-    act_per_token_layer = 4 * (2 * h) + 2 * (2 * h + (h + 2 * kv) + h + 4 * i)
-    rows = [
-        ("weights, float32", f"{total / 1e6:,.1f} M params x 4 B", 4 * total),
-        ("factors + grads + AdamW (2 moments), float32", f"{factors / 1e6:,.2f} M factors x 16 B", 16 * factors),
-        ("bf16 copies of frozen weights kept for backward under autocast (upper bound)",
-         f"({adapted / 1e6:,.1f} M adapted + {V * h / 1e6:,.1f} M lm_head) x 2 B", 2 * (adapted + V * h)),
-        ("activations kept for backward", f"{tokens} tokens x {L} layers x {act_per_token_layer:,} B", tokens * L * act_per_token_layer),
-        ("logits: bf16, their float32 copy for the loss, its gradient", f"{tokens} x {V:,} x (2 + 4 + 4) B", tokens * V * 10),
-    ]
-    peak = sum(b for *_, b in rows)
-    lines = [f"Estimate: BHRA r={R}, b={B} on {L} layers, hidden {h}, intermediate {i}, vocab {V:,}; "
-             f"micro-batch {p['batch']} x {p['seq']} tokens; float32 weights under bf16 autocast, AdamW", ""]
-    lines += [f"  {name:78s} {how:46s} {b / GiB:7.2f} GiB" for name, how, b in rows]
-    lines += [f"  {'total':78s} {'':46s} {peak / GiB:7.2f} GiB",
-              "", f"fits {budget_gb:g} GB ({budget_gb * 1e9 / GiB:.1f} GiB) with "
-              f"{(budget_gb * 1e9 - peak) / GiB:.1f} GiB to spare: {peak <= budget_gb * 1e9}"
-              " (not measured: arithmetic from parameter counts; `--preset llama-3.2-1b` on a GPU measures it)"]
-    disk = [("a finished run: adapter/ (the factors, float32)", 4 * factors),
-            ("one checkpoint while training: factors + AdamW's two moments (the Trainer keeps 2)", 12 * factors),
-            ("a merged model, saved in the base dtype (bfloat16; continual stage 1)", 2 * total)]
-    lines += ["", "Disk per run (the run folder's rule: checkpoints hold the trainable tensors and optimiser state only):"]
-    lines += [f"  {name:78s} {b / GiB:7.2f} GiB" for name, b in disk]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
 
@@ -546,7 +496,7 @@ def main(argv=None):
     ap.add_argument("--autocast", choices=("none", "bfloat16", "float16"),
                     help="forward under torch.autocast of this dtype (default: the preset's; llama-3.2-1b: bfloat16)")
     ap.add_argument("--estimate", action="store_true",
-                    help="print the memory estimate of BHRA on Llama-3.2-1B (24 GB?) from parameter counts, and exit")
+                    help="print lab.budget's memory estimate and fit of the paper BHRA run, and exit")
     ap.add_argument("--batch", type=int, help="micro-batch size (default: the preset's)")
     ap.add_argument("--seq", type=int, help="sequence length (default: the preset's)")
     ap.add_argument("--steps", type=int, help="timed steps (default: the preset's)")
@@ -558,8 +508,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     p = dict(PRESETS[args.preset])
-    if args.estimate:
-        print(estimate(PRESETS["llama-3.2-1b"] | {k: getattr(args, k) for k in ("batch", "seq") if getattr(args, k)}))
+    if args.estimate:  # the arithmetic lab.finetune's fit decision uses (lab/budget.py)
+        from lab.budget import report
+        from lab.config import preset
+
+        given = {"micro_batch_size": args.batch, "cutoff_len": args.seq}
+        print(report(preset("paper", method="bhra", **{k: v for k, v in given.items() if v})))
         return None
     for key in ("device", "dtype", "autocast", "batch", "seq", "steps", "warmup", "threads"):
         if getattr(args, key) is not None:

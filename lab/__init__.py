@@ -23,8 +23,9 @@ from lab.cache import REPO, resolve
 from lab.config import (ABLATIONS, BY_METHOD, LEARNING_RATES, METHODS, METHODS_ALL, OFFLINE, PROFILES, TARGETS_ALL,
                         RunConfig, configs, describe, for_method, preset)
 from lab.finetune import (count_trainable, data_dir, device, evaluate, evaluate_run, evaluate_task,
-                          generate, identity, load_model, load_trained, merged_equals_unmerged, model_identity,
-                          prepare_model, run_dir, save_merged, stored_dtype, train, train_all, train_many)
+                          generate, identity, load_base, load_model, load_trained, merged_equals_unmerged,
+                          model_identity, prepare_model, run_dir, save_merged, stored_dtype, train, train_all,
+                          train_many)
 from lab.formats import (CHANCE, COMMONSENSE_TASKS, chance_of, extract_answer, extract_number, generate_prompt, is_correct,
                          load_commonsense, load_json_records, tokenize_example)
 from lab.offline import BaseSpec, base_model_path, build_tokenizer, make_arithmetic, make_commonsense, offline_data, world_corpus

@@ -3,6 +3,8 @@
     python -m lab train    --profile paper --method bhra            # notebook 04's run, same folder
     python -m lab evaluate --profile offline --method lora --limit 20
     python -m lab show     --profile paper --method bhra            # the resolved config and its run folder
+    python -m lab budget   --profile paper --method full            # memory estimate and fit per GPU (lab.budget)
+    python -m lab budget   --profile paper --notebooks              # hours, memory, disk of notebooks 04-07
     torchrun --nproc_per_node 2 -m lab train --profile paper --method bhra   # data parallel (the Trainer's)
 
 Every RunConfig field is a flag (`--max-steps 100`, `--targets q_proj,v_proj`, `--no-bf16`); only
@@ -28,10 +30,13 @@ def _parse(kind: str):
     return parse
 
 
+TABLES = {"fits": "fits", "notebooks": "notebook_table", "minimum": "minimum"}  # budget's flag -> lab.budget's table
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lab", description="Fine-tune and evaluate with the lab harness.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "evaluate", "show"):
+    for name in ("train", "evaluate", "show", "budget"):
         s = sub.add_parser(name)
         s.add_argument("--profile", choices=sorted(PROFILES), default="offline", help="the preset to start from")
         for f in dataclasses.fields(RunConfig):
@@ -48,12 +53,17 @@ def parser() -> argparse.ArgumentParser:
                 s.add_argument(flag, type=_parse(str(f.type).split(" ")[0]), default=None)
         s.add_argument("--fresh", action="store_true", help="delete this run's folder and train from step 0")
         s.add_argument("--limit", type=int, default=None, help="test examples per task (evaluate)")
+        if name == "budget":
+            for what, fn in TABLES.items():
+                s.add_argument(f"--{what}", action="store_true", help=f"print lab.budget.{fn}(profile) instead")
     return p
 
 
 def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None]:
     a = vars(parser().parse_args(argv))
     cmd, fresh, limit, profile = a.pop("cmd"), a.pop("fresh"), a.pop("limit"), a.pop("profile")
+    for table in TABLES:  # budget's whole-profile tables (main): no part of a run
+        a.pop(table, None)
     overrides = {k: v for k, v in a.items() if v is not None}
     if "targets" in overrides:
         overrides["targets"] = tuple(t for t in overrides["targets"].split(",") if t)
@@ -61,8 +71,14 @@ def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None]:
 
 
 def main(argv=None):
+    a = parser().parse_args(argv)
+    table = next((t for t in TABLES if getattr(a, t, False)), None)
     cmd, cfg, fresh, limit = config_from_args(argv)
-    if cmd == "show":
+    if cmd == "budget":
+        from lab import budget
+
+        print(getattr(budget, TABLES[table])(a.profile) if table else budget.report(cfg))
+    elif cmd == "show":
         print(json.dumps({"config": dataclasses.asdict(cfg), "learning_rate": cfg.learning_rate,
                           "run_dir": str(run_dir(cfg))}, indent=1))
     elif cmd == "train":

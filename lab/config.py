@@ -85,6 +85,7 @@ class RunConfig:
     seed: int = 0
     threads: int | None = 1               # torch CPU threads (None: torch's default); offline results depend on it
     progress: bool = False                # progress bars and where the model runs, for runs of hours
+    gradient_checkpointing: bool | None = None  # None: on a GPU, lab.budget's estimate decides; same maths either way
     cache: str | None = None              # where artefacts go (lab.cache.root); not part of a run's identity
 
     def __post_init__(self):

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.bhra import adapted_layers, inject, load_adapter, merge, merge_and_unload, save_adapter
+from lab import budget
 from lab.cache import building, resolve, root, stable_hash, write_json
 from lab.config import OFFLINE, RunConfig
 from lab.formats import (COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
@@ -143,7 +144,9 @@ def data_dir(cfg: RunConfig) -> Path:
 
 
 # Fields that change how a run is evaluated, logged or stored, not what it learns: not part of its identity.
+# Gradient checkpointing recomputes the same forward: the GPU's memory picks it, the run stays the same run.
 _NOT_IDENTITY = ("num_beams", "max_new_tokens", "eval_batch_size", "save_steps", "logging_steps", "progress",
+                 "gradient_checkpointing",
                  "cache")
 
 
@@ -232,7 +235,24 @@ def truncated_share(ds, cutoff_len: int) -> float:
     return sum(len(ids) >= cutoff_len for ids in ds["input_ids"]) / max(1, len(ds))
 
 
-def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=()):
+def matmul_precision(cfg: RunConfig, on: torch.device) -> bool:
+    """TF32 for float32 matmuls (HiRA/BHRA's full weight gradient, DoRA's norms) on a GPU, for runs that train in
+    bf16 (the paper profile): they accept bf16's rounding already. Sets torch's flags; returns the setting."""
+    tf32 = bool(cfg.bf16 and on.type == "cuda")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    return tf32
+
+
+def checkpointing(cfg: RunConfig, model) -> bool:
+    """On a GPU: gradient checkpointing or not, from lab.budget's estimate against the free memory (raises
+    budget.DoesNotFit before training when neither fits). On the CPU: cfg.gradient_checkpointing (None: off)."""
+    if not torch.cuda.is_available():
+        return bool(cfg.gradient_checkpointing)
+    free, _ = torch.cuda.mem_get_info()
+    return budget.fit(cfg, budget.shape_of(model.config), free)
+
+
+def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=(), gradient_checkpointing: bool = False):
     """The transformers Trainer of a run: its schedule, precision, checkpoints and logging."""
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
@@ -247,12 +267,16 @@ def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=()):
         learning_rate=cfg.learning_rate, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, lr_scheduler_type="linear",
         weight_decay=0.0, bf16=bf16, logging_steps=cfg.logging_steps,
+        # non-reentrant: recomputes through core.bhra's custom Function, and needs no input that requires grad
+        activation_checkpointing=gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 10**9, save_total_limit=2,
         report_to=[], disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory only helps a GPU
         # on CPU, only use_cpu makes the Trainer join torchrun's gloo group; without it every rank
         # trains the whole run alone and writes the same checkpoint folder as the others
         use_cpu=not torch.cuda.is_available())
+    if gradient_checkpointing:  # here, not only in Trainer.train(): the model this returns is the model that trains
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
     trainer = _trainer_class()(model=model, args=args, train_dataset=ds, data_collator=collator,
                                callbacks=list(callbacks))
@@ -296,8 +320,12 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
     with threads(cfg.threads):
         model, tokenizer = prepare_model(cfg, verbose=verbose)
         tokenizer.padding_side = "right"
+        ckpt = checkpointing(cfg, model)  # before the data: a run that cannot fit stops here
+        if ckpt and verbose:
+            print("gradient checkpointing on (use_reentrant=False)")
+        matmul_precision(cfg, device())
         ds = _training_set(cfg, tokenizer)
-        trainer = _trainer(cfg, model, tokenizer, ds, out, callbacks)
+        trainer = _trainer(cfg, model, tokenizer, ds, out, callbacks, gradient_checkpointing=ckpt)
         last = _last_checkpoint(out)
         if last and verbose:
             print(f"resuming from {last}")
@@ -311,7 +339,7 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
             "trainable": count_trainable(model), "total": sum(p.numel() for p in model.parameters()),
             "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
             "train_loss": result.training_loss, "truncated": truncated_share(ds, cfg.cutoff_len),
-            "resumed_from": last, "seconds": round(time.time() - t0, 1),
+            "resumed_from": last, "seconds": round(time.time() - t0, 1), "gradient_checkpointing": ckpt,
             "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]})
     _barrier()
     return json.loads((out / "run.json").read_text())  # the same object a reused run returns
@@ -335,7 +363,8 @@ def load_trained(cfg: RunConfig, on=None, verbose: bool | None = None):
     if not (out / "run.json").exists():
         raise FileNotFoundError(f"no finished run in {out}: call train(cfg) first")
     on = on or device()
-    dtype = torch.bfloat16 if (on.type == "cuda" and cfg.bf16) else torch.float32
+    dtype = eval_dtype(cfg, on)
+    matmul_precision(cfg, on)
     if cfg.method == "full":
         model, tokenizer = load_model(str(out / "model"), dtype=dtype)
     else:
@@ -344,6 +373,22 @@ def load_trained(cfg: RunConfig, on=None, verbose: bool | None = None):
     model.to(on)
     if cfg.progress if verbose is None else verbose:
         print(f"{cfg.method}: model on {on}, {dtype}")
+    return model.eval(), tokenizer
+
+
+def eval_dtype(cfg: RunConfig, on: torch.device) -> torch.dtype:
+    """The dtype a run's models are evaluated in: bf16 on a GPU when the run trained in bf16, else float32."""
+    return torch.bfloat16 if (on.type == "cuda" and cfg.bf16) else torch.float32
+
+
+def load_base(cfg: RunConfig, on=None, verbose: bool | None = None):
+    """(model, tokenizer) of the run's untuned base model, evaluated as its trained runs are (load_trained):
+    the same device, dtype and matmul precision, so the base's score compares with theirs."""
+    on = on or device()
+    model, tokenizer = load_model(cfg.model, dtype=eval_dtype(cfg, on), on=on, cache=cfg.cache)
+    matmul_precision(cfg, on)
+    if cfg.progress if verbose is None else verbose:
+        print(f"untuned base: model on {on}, {eval_dtype(cfg, on)}")
     return model.eval(), tokenizer
 
 

@@ -1,5 +1,6 @@
-"""The student's paper-profile page quotes the memory and disk estimate; the estimate is code
-(`benchmarks/bench.py --estimate`), so the quote must be exactly what it prints today."""
+"""The student's paper-profile page quotes lab.budget's estimates (memory, the fit decision, hours, disk, the
+minimum viable run); each quote names the command that printed it, and must be exactly what it prints today.
+Around the quotes, the sections they belong to state no figure of their own."""
 import re
 import subprocess
 import sys
@@ -7,22 +8,40 @@ import sys
 import pytest
 
 from tests.helpers import REPO
+
 PAGE = REPO / "course" / "paper_profile.md"
+QUOTE = re.compile(r"<!-- printed by: (python [^>]*?) -->\n(.*?)\n<!-- end -->", flags=re.S)
+OWN = (("## 4. First, the smoke run", "## 5. Notebooks"), ("## 6. What to expect", "## 7. When a file"))
 
 
-def _estimate(*args: str) -> str:
-    done = subprocess.run([sys.executable, "benchmarks/bench.py", "--estimate", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+def _printed(command: str) -> str:
+    done = subprocess.run([sys.executable, *command.split()[1:]], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return done.stdout.strip()
+
+
+def _quotes() -> list[tuple[str, str]]:
+    return QUOTE.findall(PAGE.read_text())
+
+
+def test_the_page_quotes_the_estimates_it_must():
+    commands = [c for c, _ in _quotes()]
+    for flag in ("--minimum", "--fits", "--notebooks", "--method bhra", "--method full"):
+        assert any(c.endswith(flag) for c in commands), flag
 
 
 @pytest.mark.slow
-def test_the_page_quotes_the_estimate_as_printed():
-    page, printed = PAGE.read_text(), _estimate()
-    (block,) = re.findall(r"```text\n(Estimate:.*?)```", page, flags=re.S)
-    assert block.strip() == printed.strip(), "re-run `python benchmarks/bench.py --estimate` and paste its output"
-    table = page[page.index("## 6. What to expect"):page.index("The estimate, as")]
-    quoted = set(re.findall(r"(\d+\.\d\d) GiB", table))
-    printed16 = _estimate("--batch", "16")
-    assert quoted and quoted <= set(re.findall(r"(\d+\.\d\d) GiB", printed + printed16)), quoted
+@pytest.mark.parametrize("command", [c for c, _ in QUOTE.findall(PAGE.read_text())])
+def test_every_quote_is_what_its_command_prints(command):
+    quoted = dict(_quotes())[command]
+    quoted = re.sub(r"^```text\n|\n```$", "", quoted.strip())
+    assert quoted.strip() == _printed(command), f"re-run `{command}` and paste its output"
+
+
+def test_no_figure_outside_the_quotes():
+    page = PAGE.read_text()
+    for start, end in OWN:
+        prose = QUOTE.sub("", page[page.index(start):page.index(end)])
+        figures = re.findall(r"\d[\d,.]*\s*(?:GiB|GB|MiB|h\b|hours|TFLOPS|%|x\b)", prose)
+        assert not figures, f"{start}: {figures} (print them from lab.budget and quote the output)"
