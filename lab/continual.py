@@ -41,7 +41,7 @@ import numpy as np
 from core.bhra import adapted_layers, merge_and_unload
 from lab.cache import root, stable_hash, write_json
 from lab.config import ABLATIONS, RunConfig, for_method, preset
-from lab.finetune import (data_dir, evaluate, load_model, load_trained, model_identity, save_merged, stored_dtype,
+from lab.finetune import (data_dir, evaluate, load_base, load_trained, model_identity, save_merged, stored_dtype,
                           train)
 from lab.pool import in_parallel
 from lab.formats import load_commonsense, load_json_records
@@ -433,7 +433,7 @@ def base_accuracy(spec: ContinualSpec, seed: int) -> dict:
     done = _root(spec) / "base" / f"seed{seed}.json"
     if done.exists():
         return json.loads(done.read_text())
-    model, tokenizer = load_model(spec.run.model, cache=spec.run.cache)
+    model, tokenizer = load_base(spec.run, verbose=False)  # on the device and in the dtype its runs are evaluated in
     tests_a, tests_b = _tests(spec, seed)
     out = {"seed": seed, "acc_A": _accuracy(spec, model, tokenizer, tests_a, "A"),
            "acc_B": _accuracy(spec, model, tokenizer, tests_b, "B")}

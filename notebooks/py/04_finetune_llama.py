@@ -12,12 +12,10 @@
 # The adapters come from `core.bhra`, the harness from `lab/` (`lab.config` for the run configuration, `lab.finetune` for training). The same training runs from a shell: `python -m lab train --profile offline --method bhra` builds the same `RunConfig` and so uses the same run folder as this notebook (`python -m lab show ...` prints it; add `--save-steps 50` and a killed run resumes from its last checkpoint; `--fresh` starts again from step 0).
 
 # %%
-# Parameters. A profile is a preset of one RunConfig (lab/config.py, PROFILES); OVERRIDES go on top:
-#   paper:   meta-llama/Llama-3.2-1B, LLM-Adapters' commonsense_170k + the eight test files under
-#            data/LLM-Adapters, r=32, b=8 (r_b=4), k=2, alpha=64, targets q,k,v,o,gate,up,down,
-#            bf16, cutoff 256, 2 epochs, batch 16 (micro-batch 4), 4-beam decoding, one GPU
-#   offline: the small Llama built by lab.offline, synthetic tasks in the same format, r=8, b=4 (r_b=2),
-#            k=2, alpha=16, the same seven targets, cutoff 256, 300 steps of batch 16, greedy decoding, CPU
+# Parameters. A profile is a preset of one RunConfig (lab/config.py, PROFILES); OVERRIDES go on top.
+# The cell prints every setting of both profiles (lab.describe): paper is Llama-3.2-1B on LLM-Adapters'
+# commonsense_170k and its eight test files, one GPU; offline is the small Llama built by lab.offline on
+# synthetic tasks in the same format, CPU. Section 5's protocol table says whose recipe each setting follows.
 import os
 import sys
 from pathlib import Path
@@ -473,7 +471,7 @@ plt.show()
 # - Every adapter starts as the base model with one factor at zero, and at the first step only that factor (and DoRA's magnitudes) gets a
 #   gradient (the initialisation table).
 # - One code path: the paper profile changes only the parameters cell (model id, data folder, r/b, steps, bf16); `tests/lab/test_finetune.py` runs the
-#   harness with a paper-shaped configuration (r=32, b=8, all seven targets, cutoff 256) on a tiny model.
+#   harness with a paper-shaped configuration (r=32, b=8, the paper profile's targets q, k, v, up, down, cutoff 256) on a tiny model.
 # - At the same r all six adapters train the same number of parameters, $\sum_\ell r(m_\ell+n_\ell)$ (DoRA: plus one magnitude per output row);
 #   full fine-tuning trains every weight.
 # - W0-coupled methods (HiRA, BHRA) have no α scale: their update `W0 ⊙ (BA)` inherits W0's magnitude, and the learning-rate table gives them
