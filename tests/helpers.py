@@ -185,9 +185,9 @@ def task_of(record: dict) -> str:
     """Which family a synthetic record belongs to, read from its answer format line."""
     fmt = record["instruction"].rsplit("Answer format: ", 1)[1]
     return {"true/false": "boolq", "solution1/solution2": "piqa", "answer1/answer2/answer3": "social_i_qa",
-            "ending1/ending2/ending3/ending4": "hellaswag", "option1/option2": "winogrande",
-            "answer1/answer2/answer3/answer4/answer5": "ARC-Challenge"}.get(
-        fmt, "openbookqa" if "kept in the" in record["instruction"] else "ARC-Easy")
+            "ending1/ending2/ending3/ending4": "hellaswag", "option1/option2": "winogrande"}.get(
+        fmt, "openbookqa" if "kept in the" in record["instruction"] else
+        "ARC-Challenge" if "which of these can you" in record["instruction"] else "ARC-Easy")  # lab.offline's stems
 
 
 def write_data_folder(folder: Path, records: list[dict], test_sets: bool = False) -> Path:
