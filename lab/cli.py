@@ -59,25 +59,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None]:
+def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None, str | None]:
+    """(command, the run's config, --fresh, --limit, the budget table asked for or None)."""
     a = vars(parser().parse_args(argv))
     cmd, fresh, limit, profile = a.pop("cmd"), a.pop("fresh"), a.pop("limit"), a.pop("profile")
-    for table in TABLES:  # budget's whole-profile tables (main): no part of a run
-        a.pop(table, None)
+    asked = [t for t in TABLES if a.pop(t, False)]  # budget's whole-profile tables: no part of a run
+    table = asked[0] if asked else None
     overrides = {k: v for k, v in a.items() if v is not None}
     if "targets" in overrides:
         overrides["targets"] = tuple(t for t in overrides["targets"].split(",") if t)
-    return cmd, preset(profile, **overrides), fresh, limit
+    return cmd, preset(profile, **overrides), fresh, limit, table
 
 
 def main(argv=None):
-    a = parser().parse_args(argv)
-    table = next((t for t in TABLES if getattr(a, t, False)), None)
-    cmd, cfg, fresh, limit = config_from_args(argv)
+    cmd, cfg, fresh, limit, table = config_from_args(argv)
     if cmd == "budget":
         from lab import budget
 
-        print(getattr(budget, TABLES[table])(a.profile) if table else budget.report(cfg))
+        print(getattr(budget, TABLES[table])(cfg.profile) if table else budget.report(cfg))
     elif cmd == "show":
         print(json.dumps({"config": dataclasses.asdict(cfg), "learning_rate": cfg.learning_rate,
                           "run_dir": str(run_dir(cfg))}, indent=1))
