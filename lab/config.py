@@ -23,6 +23,7 @@ from core import bhra
 from core.bhra import LLAMA_TARGETS, AdapterConfig
 from lab.formats import TRAIN_FILE
 from lab.offline import BaseSpec
+from lab.smol import SMOL
 
 # The names, defined once. "full" = every weight trainable (full fine-tuning).
 ABLATIONS = bhra.ABLATIONS                   # bhra_blocknorm: every W0 block rescaled to one magnitude
@@ -40,24 +41,24 @@ OFFLINE = "offline"                          # the model name that means the def
 # knows"); DoRA, LoRA with a magnitude vector, follows LoRA.
 # The block-normalised ablation uses BHRA's rates: it differs only in the coupling matrix.
 LEARNING_RATES = {
-    #            paper   offline
-    "lora":    {"paper": 3e-4, "offline": 6e-3},
-    "dora":    {"paper": 2e-4, "offline": 6e-3},
-    "hira":    {"paper": 1e-3, "offline": 3e-2},
-    "abba":    {"paper": 1e-3, "offline": 6e-3},
-    "gralora": {"paper": 2e-4, "offline": 6e-3},
-    "bhra":    {"paper": 1e-3, "offline": 3e-2},
-    "full":    {"paper": 2e-5, "offline": 3e-3},
+    #            paper   offline          smol
+    "lora":    {"paper": 3e-4, "offline": 6e-3, "smol": 1e-3},
+    "dora":    {"paper": 2e-4, "offline": 6e-3, "smol": 1e-3},
+    "hira":    {"paper": 1e-3, "offline": 3e-2, "smol": 3e-3},
+    "abba":    {"paper": 1e-3, "offline": 6e-3, "smol": 1e-3},
+    "gralora": {"paper": 2e-4, "offline": 6e-3, "smol": 1e-3},
+    "bhra":    {"paper": 1e-3, "offline": 3e-2, "smol": 3e-3},
+    "full":    {"paper": 2e-5, "offline": 3e-3, "smol": 5e-5},
 }
 LEARNING_RATES.update({a: LEARNING_RATES["bhra"] for a in ABLATIONS})
 
 
 @dataclass
 class RunConfig:
-    """One fine-tuning run. The paper and offline profiles differ only in these values."""
+    """One fine-tuning run. The profiles (paper, offline, smol) differ only in these values."""
     method: str = "bhra"                  # one of METHODS_ALL or ABLATIONS ("full" = every weight trainable)
     profile: str = "offline"              # selects the learning-rate column and the run folder
-    model: str | BaseSpec = OFFLINE       # hub id, folder, or an offline BaseSpec; "offline" = the default BaseSpec
+    model: str | BaseSpec = OFFLINE       # hub id, folder, an offline BaseSpec ("offline" = the default), or "smol"
     data_dir: str | None = None           # LLM-Adapters layout; None = the synthetic folder of this seed
     train_file: str = "ft-training_set/commonsense_synthetic.json"  # inside data_dir
     r: int = 8                            # LoRA-equivalent rank, the same for every method
@@ -119,11 +120,15 @@ PROFILES = {
                   epochs=3.0, micro_batch_size=4, warmup_steps=100, train_on_inputs=True, save_steps=500,
                   num_beams=4, max_new_tokens=32, eval_batch_size=16, threads=None, progress=True),
     "offline": dict(),
+    # SmolLM2-135M-Instruct (lab/smol.py) on the offline tasks, sized for a 2-core laptop. r = 8 on LLM-Adapters'
+    # five targets trains about the share of the model that r = 32 trains of Llama-3.2-1B (`python -m lab show`).
+    "smol": dict(model=SMOL, r=8, b=4, targets=LLM_ADAPTERS_TARGETS, cutoff_len=128, max_steps=60, batch_size=8,
+                 micro_batch_size=8, warmup_steps=6, eval_batch_size=16),
 }
 # What a method's own reference script sets otherwise, on top of its profile (ABBA's train_cr.sh: alpha 32);
 # methods with no separate adapter path (core.bhra.USES) and full fine-tuning take no adapter dropout.
 NO_DROPOUT = tuple(m for m in METHODS_ALL + ABLATIONS if "dropout" not in bhra.USES.get(m, ()))
-BY_METHOD = {"paper": {"abba": dict(alpha=32.0), **{m: dict(dropout=0.0) for m in NO_DROPOUT}}, "offline": {}}
+BY_METHOD = {"paper": {"abba": dict(alpha=32.0), **{m: dict(dropout=0.0) for m in NO_DROPOUT}}, "offline": {}, "smol": {}}
 
 # What notebooks 04 and 05 print of each profile, in this order.
 DESCRIBED = ("model", "data_dir", "train_file", "r", "b", "k", "alpha", "dropout", "targets", "cutoff_len",

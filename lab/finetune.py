@@ -30,6 +30,7 @@ from lab.cache import building, resolve, root, stable_hash, write_json
 from lab.config import OFFLINE, RunConfig
 from lab.formats import (COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
                          load_json_records, tokenize_example)
+from lab import smol
 from lab.offline import BaseSpec, base_model_path, offline_data
 from lab.pool import in_parallel, threads
 
@@ -44,8 +45,11 @@ def offline_spec(model) -> BaseSpec | None:
 
 
 def model_path(model, cache=None) -> str:
-    """The path rule for models: an offline BaseSpec ("offline" = the default) -> its built folder; a
-    folder (relative: from the repo root) -> its absolute path; anything else is a hub id, returned as is."""
+    """The path rule for models: an offline BaseSpec ("offline" = the default) -> its built folder; "smol" ->
+    SmolLM2-135M-Instruct's converted folder (lab.smol); a folder (relative: from the repo root) -> its absolute
+    path; anything else is a hub id, returned as is."""
+    if model == smol.SMOL:
+        return str(smol.base_path(cache))
     spec = offline_spec(model)
     if spec is not None:
         return str(base_model_path(spec, cache=cache))
@@ -65,7 +69,7 @@ def _hub_config(model) -> Path | None:
 
 
 def _is_hub_id(model) -> bool:
-    return offline_spec(model) is None and not resolve(model).is_dir()
+    return offline_spec(model) is None and model != smol.SMOL and not resolve(model).is_dir()
 
 
 def fetch_config(model) -> None:
@@ -83,9 +87,11 @@ def fetch_config(model) -> None:
 
 
 def model_identity(model, cache=None) -> dict:
-    """What a run's result depends on in the base model: the offline recipe (spec and its version),
-    or a folder's / hub model's path and the hash of its config.json (None for a hub model never
-    downloaded: `fetch_config` first)."""
+    """What a run's result depends on in the base model: the offline recipe (spec and its version), the smol
+    base's GGUF file and conversion, or a folder's / hub model's path and the hash of its config.json (None
+    for a hub model never downloaded: `fetch_config` first)."""
+    if model == smol.SMOL:
+        return {"smol": smol.identity()}
     spec = offline_spec(model)
     if spec is not None:
         return {"offline": dataclasses.asdict(spec)}
