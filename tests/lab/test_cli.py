@@ -24,13 +24,13 @@ def test_cli_run_killed_after_a_checkpoint_resumes_to_the_same_step_count(tiny, 
                             start_new_session=True)
     runs = tmp_path / "runs" / "offline"
     deadline = time.time() + 120
-    while not list(runs.glob("*/trainer/checkpoint-*/trainer_state.json")):
+    while not list(runs.glob("*/trainer/checkpoint-*/complete")):  # a checkpoint counts once marked complete
         assert proc.poll() is None, "the run ended before writing a checkpoint"
         assert time.time() < deadline, "no checkpoint within 120 s"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    (run,) = list(runs.iterdir())
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]  # beside it: its .lock file
     assert not (run / "run.json").exists(), "the run finished before it could be killed"
     assert not (run / "adapter").exists()
     for ckpt in (run / "trainer").glob("checkpoint-*"):  # the factors and the optimiser state, not the model

@@ -20,8 +20,11 @@ from tests.helpers import REPO
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="could not load the model"):
+    """A path to no folder is named as such (not sent to the hub as an id, whose validation error names nothing)."""
+    with pytest.raises(FileNotFoundError, match="no such folder"):
         lab.load_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        lab.run_dir(lab.preset("offline", model=str(tmp_path / "no-such-model")))
 
 
 @pytest.mark.slow
