@@ -120,8 +120,8 @@ PROFILES = {
                   epochs=3.0, micro_batch_size=4, warmup_steps=100, train_on_inputs=True, save_steps=500,
                   num_beams=4, max_new_tokens=32, eval_batch_size=16, threads=None, progress=True),
     "offline": dict(),
-    # SmolLM2-135M-Instruct (lab/smol.py) on the offline tasks, sized for a 2-core laptop. r = 8 on LLM-Adapters'
-    # five targets trains about the share of the model that r = 32 trains of Llama-3.2-1B (`python -m lab show`).
+    # SmolLM2-135M-Instruct (lab/smol.py) on the offline tasks, sized for a 2-core laptop: r = 8 on LLM-Adapters'
+    # five targets (training prints the share of the model it trains). Steps and learning rates: not yet tuned.
     "smol": dict(model=SMOL, r=8, b=4, targets=LLM_ADAPTERS_TARGETS, cutoff_len=128, max_steps=60, batch_size=8,
                  micro_batch_size=8, warmup_steps=6, eval_batch_size=16),
 }

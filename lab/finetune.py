@@ -356,21 +356,22 @@ def finished(out: Path) -> dict | None:
     if not (out / "run.json").exists():
         return None
     record = read_json(out / "run.json", fix)
-    for name, digest in record.get("files", {"files": None}).items():
+    if "files" not in record:
+        raise ValueError(f"{out / 'run.json'} lists no files to check (written by older code): {fix}")
+    for name, digest in record["files"].items():
         path = out / name
-        if digest is None or not path.is_file() or file_sha256(path) != digest:
-            what = "has no list of its files" if digest is None else "is missing" if not path.is_file() else "is damaged"
-            raise ValueError(f"{path if digest else out / 'run.json'} {what} (its sha256 differs from run.json's): "
-                             f"this run cannot be trusted; {fix}")
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: this run cannot be trusted; {fix}")
+        if file_sha256(path) != digest:
+            raise ValueError(f"{path} is damaged (its sha256 differs from run.json's): this run cannot be trusted; {fix}")
     return record
 
 
 DIVERGED = "diverged.json"
 
 
-def _check_result(result, trainer, out: Path) -> None:
+def _check_result(result, trainer, losses: list, out: Path) -> None:
     """Refuse to publish a run that took no optimiser step or whose loss was not finite (recorded in diverged.json)."""
-    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     bad = [(s, v) for s, v in losses if not math.isfinite(v)]
     reason = ("it took no optimiser step (no training records, or max_steps and epochs give none)"
               if trainer.state.global_step < 1 else
@@ -440,7 +441,8 @@ def _train(cfg: RunConfig, out: Path, verbose: bool, callbacks) -> dict:
         _barrier()  # every rank has written its share of the last checkpoint before rank 0 deletes them
 
     if trainer.args.should_save:
-        _check_result(result, trainer, out)
+        losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+        _check_result(result, trainer, losses, out)
         files = _publish(cfg, model, tokenizer, out)
         write_json(out / "run.json", {
             "config": dataclasses.asdict(cfg), "run_dir": str(out), "learning_rate": cfg.learning_rate,
@@ -448,7 +450,7 @@ def _train(cfg: RunConfig, out: Path, verbose: bool, callbacks) -> dict:
             "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
             "train_loss": result.training_loss, "truncated": truncated_share(ds, cfg.cutoff_len),
             "resumed_from": last, "seconds": round(time.time() - t0, 1), "gradient_checkpointing": ckpt,
-            "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h], "files": files})
+            "losses": losses, "files": files})
     _barrier()
     return json.loads((out / "run.json").read_text())  # the same object a reused run returns
 
