@@ -17,7 +17,7 @@ import dataclasses
 import json
 import sys
 
-from lab.config import PROFILES, RunConfig, preset
+from lab.config import EVAL_RANGES, PROFILES, RunConfig, check_settings, preset
 from lab.finetune import data_dir, evaluate_run, run_dir, train
 from lab.formats import load_commonsense
 
@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
             else:
                 s.add_argument(flag, type=_parse(str(f.type).split(" ")[0]), default=None)
         s.add_argument("--fresh", action="store_true", help="delete this run's folder and train from step 0")
-        s.add_argument("--limit", type=int, default=None, help="test examples per task (evaluate)")
+        s.add_argument("--limit", type=_parse("int"), default=None, help="test examples per task (evaluate)")
         if name == "budget":
             for what, fn in TABLES.items():
                 s.add_argument(f"--{what}", action="store_true", help=f"print lab.budget.{fn}(profile) instead")
@@ -61,14 +61,20 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None, str | None]:
     """(command, the run's config, --fresh, --limit, the budget table asked for or None)."""
-    a = vars(parser().parse_args(argv))
+    p = parser()
+    a = vars(p.parse_args(argv))
     cmd, fresh, limit, profile = a.pop("cmd"), a.pop("fresh"), a.pop("limit"), a.pop("profile")
     asked = [t for t in TABLES if a.pop(t, False)]  # budget's whole-profile tables: no part of a run
     table = asked[0] if asked else None
     overrides = {k: v for k, v in a.items() if v is not None}
     if "targets" in overrides:
         overrides["targets"] = tuple(t for t in overrides["targets"].split(",") if t)
-    return cmd, preset(profile, **overrides), fresh, limit, table
+    try:
+        cfg = preset(profile, **overrides)
+        check_settings({"limit": limit}, EVAL_RANGES)
+    except ValueError as e:  # a bad setting is the user's to fix: one line, no traceback
+        p.error(str(e))
+    return cmd, cfg, fresh, limit, table
 
 
 def main(argv=None):

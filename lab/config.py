@@ -17,7 +17,9 @@ are relative to that folder. A `model` that is no folder under the root (nor an 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from core import bhra
 from core.bhra import LLAMA_TARGETS, AdapterConfig
@@ -53,9 +55,73 @@ LEARNING_RATES = {
 LEARNING_RATES.update({a: LEARNING_RATES["bhra"] for a in ABLATIONS})
 
 
+class Range(NamedTuple):
+    """The values a number setting takes: low <= v < high (low excluded where `above`), and None where `none`
+    says what None means (nan and inf fail the bounds). An int setting refuses bools and floats; a float
+    setting takes ints."""
+    kind: type
+    low: float
+    meaning: str
+    high: float = math.inf
+    above: bool = False
+    none: str = ""
+
+    def admits(self, v) -> bool:
+        if v is None:
+            return bool(self.none)
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kinds):
+            return False
+        return (v > self.low if self.above else v >= self.low) and v < self.high
+
+    def __str__(self):
+        bounds = (f"{'>' if self.above else '>='} {self.low}" if self.high == math.inf
+                  else f"in {'(' if self.above else '['}{self.low}, {self.high})")
+        kind = "a whole number" if self.kind is int else "a finite number"
+        return f"{kind} {bounds} ({self.meaning})" + (f", or None ({self.none})" if self.none else "")
+
+
+RANGES = {  # RunConfig's number settings; RunConfig.__post_init__ checks them all
+    "r": Range(int, 1, "the LoRA-equivalent rank"),
+    "b": Range(int, 1, "BHRA's blocks per side"),
+    "k": Range(int, 1, "GraLoRA's blocks per side"),
+    "alpha": Range(float, 0, "the scale numerator", above=True),
+    "dropout": Range(float, 0, "the probability of dropping an adapter input", high=1),
+    "lr": Range(float, 0, "the learning rate", above=True, none="the method's rate in LEARNING_RATES"),
+    "max_steps": Range(int, 0, "optimiser steps; 0: train for `epochs`"),
+    "epochs": Range(float, 0, "passes over the training records when max_steps=0"),
+    "batch_size": Range(int, 1, "examples per optimiser step"),
+    "micro_batch_size": Range(int, 1, "examples per forward"),
+    "warmup_steps": Range(int, 0, "optimiser steps of linear warm-up"),
+    "cutoff_len": Range(int, 1, "the tokens kept per record"),
+    "n_train": Range(int, 1, "the training records used", none="all"),
+    "save_steps": Range(int, 0, "optimiser steps between checkpoints; 0: none"),
+    "logging_steps": Range(int, 1, "optimiser steps between logged losses"),
+    "num_beams": Range(int, 1, "beams at decoding; 1: greedy"),
+    "max_new_tokens": Range(int, 1, "tokens generated per test question"),
+    "eval_batch_size": Range(int, 1, "test questions per forward"),
+    "seed": Range(int, 0, "the random seed; numpy takes 32 bits", high=2**32),
+    "threads": Range(int, 1, "torch CPU threads", none="torch's default"),
+}
+EVAL_RANGES = {  # lab.finetune.evaluate's keywords (its batch_size is a run's eval_batch_size) and the CLI's --limit
+    "limit": Range(int, 1, "test examples per task", none="all"),
+    "max_new_tokens": RANGES["max_new_tokens"], "batch_size": RANGES["eval_batch_size"],
+    "num_beams": RANGES["num_beams"],
+}
+
+
+def check_settings(values: dict, ranges: dict = RANGES) -> None:
+    """Refuse the values outside their ranges, all in one ValueError naming each setting, its value and the fix."""
+    bad = [f"{name}={v!r}{' (a bool)' if isinstance(v, bool) else ''}: give {ranges[name]}"
+           for name, v in values.items() if not ranges[name].admits(v)]
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 @dataclass
 class RunConfig:
-    """One fine-tuning run. The profiles (paper, offline, smol) differ only in these values."""
+    """One fine-tuning run. The profiles (paper, offline, smol) differ only in these values. A config that cannot
+    make a meaningful run is refused when it is built, by the field, the value and what to give instead."""
     method: str = "bhra"                  # one of METHODS_ALL or ABLATIONS ("full" = every weight trainable)
     profile: str = "offline"              # selects the learning-rate column and the run folder
     model: str | BaseSpec = OFFLINE       # hub id, folder, an offline BaseSpec ("offline" = the default), or "smol"
@@ -69,14 +135,15 @@ class RunConfig:
     dropout: float = 0.0
     targets: tuple = TARGETS_ALL
     lr: float | None = None               # None = LEARNING_RATES[method][profile]
-    max_steps: int = 300                  # > 0: the budget in optimiser steps (matched across methods)
-    epochs: float = 3.0                   # used when max_steps <= 0
+    max_steps: int = 300                  # the budget in optimiser steps (matched across methods); 0: `epochs` instead.
+                                          # No negatives: a second spelling of 0 would hash to a second run folder
+    epochs: float = 3.0                   # used when max_steps == 0
     batch_size: int = 16                  # examples per optimiser step
     micro_batch_size: int = 16            # examples per forward; gradient accumulation = batch / micro
     warmup_steps: int = 10
     cutoff_len: int = 256
     train_on_inputs: bool = False         # False: loss on the response only (prompt labels = -100)
-    n_train: int | None = None            # use only the first n training records
+    n_train: int | None = None            # use only the first n training records (None: all)
     bf16: bool = False                    # bf16 autocast over float32 weights (needs a GPU; CPU falls back to fp32)
     save_steps: int = 0                   # checkpoint (factors + optimiser state) every n steps; 0: none
     logging_steps: int = 5
@@ -90,15 +157,25 @@ class RunConfig:
     cache: str | None = None              # where artefacts go (lab.cache.root); not part of a run's identity
 
     def __post_init__(self):
-        self.targets = tuple(self.targets) if not isinstance(self.targets, str) else self.targets
+        if isinstance(self.targets, list):
+            self.targets = tuple(self.targets)
         if self.method not in METHODS_ALL + ABLATIONS:
             raise ValueError(f"unknown method {self.method!r}: choose one of {METHODS_ALL + ABLATIONS}")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}: choose one of {sorted(PROFILES)}")
         if self.model == BaseSpec():  # one spelling of the default base, so that both name the same run
             self.model = OFFLINE
+        check_settings({name: getattr(self, name) for name in RANGES})
+        if self.max_steps == 0 and self.epochs == 0:
+            raise ValueError("max_steps=0 and epochs=0 make 0 optimiser steps: give max_steps >= 1 or epochs > 0")
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of micro_batch_size={self.micro_batch_size}")
+        names = isinstance(self.targets, tuple) and all(isinstance(t, str) and t for t in self.targets)
+        if not (names and self.targets):
+            raise ValueError(f"targets={self.targets!r}: give a non-empty tuple of nn.Linear names, "
+                             "e.g. ('q_proj', 'v_proj')")
+        if self.method != "full":
+            self.adapter_config()  # core's own rules (b divides r, ...) refuse the run here, not when it starts
 
     @property
     def learning_rate(self) -> float:

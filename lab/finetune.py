@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from core.bhra import adapted_layers, inject, load_adapter, merge, merge_and_unload, save_adapter
 from lab import budget
 from lab.cache import building, file_sha256, lock, read_json, resolve, root, stable_hash, write_json
-from lab.config import OFFLINE, RunConfig
+from lab.config import EVAL_RANGES, OFFLINE, RunConfig, check_settings
 from lab.formats import (COMMONSENSE_TASKS, extract_answer, extract_number, generate_prompt, is_correct,
                          load_json_records, tokenize_example)
 from lab import smol
@@ -580,6 +580,8 @@ def evaluate(model, tokenizer, tests: dict, limit: int | None = None, max_new_to
              batch_size: int = 64, num_beams: int = 1, progress: bool = False, cfg: RunConfig | None = None) -> dict:
     """{task: accuracy} for a dict of test datasets (records), plus "average" over the tasks. With a run's
     `cfg`, its decoding settings, thread count and progress bar replace the keyword values."""
+    check_settings(dict(limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size, num_beams=num_beams),
+                   EVAL_RANGES)
     if cfg is not None:
         max_new_tokens, batch_size, num_beams = cfg.max_new_tokens, cfg.eval_batch_size, cfg.num_beams
         progress = cfg.progress

@@ -1,5 +1,5 @@
-"""lab.cli: `python -m lab` resumes a killed run, names the run folder that notebook 04 names, and evaluates
-only finished runs."""
+"""lab.cli: `python -m lab` resumes a killed run, names the run folder that notebook 04 names, evaluates
+only finished runs, and refuses a bad setting in one line that names it."""
 
 import json
 import os
@@ -71,3 +71,26 @@ def test_evaluate_of_an_untrained_run_names_the_train_command_and_trains_nothing
     with pytest.raises(SystemExit, match="train it first, with the same flags: python -m lab train --method lora"):
         main(["evaluate", *flags])
     assert not (tmp_path / "runs").exists()
+
+
+def test_show_with_bad_settings_names_them_in_one_line_and_prints_no_config(capsys):
+    from lab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["show", "--rank", "-1", "--b", "0", "--lr", "-5"])
+    assert e.value.code != 0
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    (line,) = [l for l in err.splitlines() if "error:" in l]
+    assert all(s in line for s in ("r=-1", "b=0", "lr=-5.0"))
+
+
+@pytest.mark.parametrize("flags, named", [(["--limit", "-1"], "limit=-1"), (["--limit", "0"], "limit=0"),
+                                          (["--micro-batch-size", "0"], "micro_batch_size=0"),
+                                          (["--max-steps", "0", "--epochs", "0"], "max_steps=0 and epochs=0")])
+def test_the_cli_refuses_what_would_fail_later_by_name(flags, named, capsys):
+    from lab.cli import config_from_args
+
+    with pytest.raises(SystemExit) as e:
+        config_from_args(["evaluate", *flags])
+    assert e.value.code != 0 and named in capsys.readouterr().err
