@@ -242,7 +242,7 @@ def _trainer_class():
 
 def _training_set(cfg: RunConfig, tokenizer):
     """The run's training records, tokenised (labels -100 on the prompt unless train_on_inputs)."""
-    ds = load_json_records(data_dir(cfg) / cfg.train_file)
+    ds = load_json_records(data_dir(cfg) / cfg.train_file, kind=None)  # commonsense or arithmetic (task B)
     if cfg.n_train:
         ds = ds.select(range(min(cfg.n_train, len(ds))))
     ds = ds.map(lambda e: tokenize_example(e, tokenizer, cfg.cutoff_len, cfg.train_on_inputs),

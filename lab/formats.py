@@ -2,10 +2,13 @@
 
 commonsense_170k and the per-task test files are JSON lists of {"instruction", "input", "output",
 "answer"} records; `output` reads like "the correct answer is X". The same loaders read the real files
-(paper profile) and the synthetic ones (offline profile), through `datasets`, exactly alike.
+(paper profile) and the synthetic ones (offline profile), through `datasets`, exactly alike, and check every
+record first (check_records: the fields, and each answer against the task table), so that a bad record stops the
+load with its file, index and field instead of training on "None" or never being scored right.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,6 +55,8 @@ TASKS = {
     "openbookqa": Task(_ANSWER, "answer", 4, _ANSWERS),
 }
 COMMONSENSE_TASKS = {name: t.regex for name, t in TASKS.items()}
+# The answers each task can be scored right on: what extract_answer can return (ARC's 5-option items included).
+LABELS = {name: tuple(t.regex.split("|")) for name, t in TASKS.items()}
 
 # Chance accuracy of each task with its usual number of options (the offline stand-ins have as many).
 # A test file's own chance, item by item, is chance_of(records): ARC's few 3- and 5-option items move it.
@@ -95,23 +100,139 @@ DOWNLOAD_HINT = {
 }
 
 
-def load_json_records(path, kind: str = "commonsense"):
-    """Read one LLM-Adapters JSON file with `datasets`, checking that it has the four fields."""
+# What a record must hold, by the kind of file (None: a training file of either kind, as lab.finetune reads it).
+# Every field is a string; an arithmetic answer may also be a JSON number (is_correct reads str(answer)). Empty
+# `output`s occur in LLM-Adapters' own arithmetic files (all of mawps' test set, six of gsm8k's, three records of
+# math_data.json), never in its commonsense files; `input` is empty in all of them.
+NOT_EMPTY = {"commonsense": ("instruction", "output"), "math": ("instruction",), None: ("instruction",)}
+SHOWN = 5  # bad records a load error lists; it counts the rest
+_RECORD = "{" + ", ".join(f'"{k}": "..."' for k in REQUIRED_KEYS) + "}"
+_SHAPE = f"a JSON list of {_RECORD} records (strings; \"input\" may be empty)"
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+# The tasks an instruction's prefix tells apart (ARC-Easy, ARC-Challenge, openbookqa and social_i_qa share a prefix,
+# and their labels), and the labels of each prefix.
+_PREFIX_TASKS = {t.prefix: [n for n, u in TASKS.items() if u.prefix == t.prefix] for t in TASKS.values()}
+_PREFIX_LABELS = {p: tuple(dict.fromkeys(w for n in names for w in LABELS[n])) for p, names in _PREFIX_TASKS.items()}
+_ANY_LABEL = tuple(dict.fromkeys(w for ws in LABELS.values() for w in ws))
+
+
+def _test_task(path: Path) -> str | None:
+    """The folder name of a test file in LLM-Adapters' layout (dataset/<task>/test.json); None for any other file."""
+    return path.parent.name if path.name == "test.json" and path.parent.parent.name == "dataset" else None
+
+
+def _is_number(v) -> bool:
+    """Whether is_correct can compare a generated number with `v` (a finite number; a string may have commas)."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        return False
+    try:
+        return abs(float(str(v).replace(",", ""))) < float("inf")
+    except ValueError:
+        return False
+
+
+def _show(v) -> str:
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _labels_of(record: dict, task: str | None, kind: str | None):
+    """(whose, labels) a record's answer must be one of, or None: a commonsense task's test file takes that task's
+    labels; elsewhere a record whose instruction opens with a task's prefix takes that task's, and in a commonsense
+    file the others take any task's."""
+    if task in LABELS:
+        return task, LABELS[task]
+    if isinstance(record.get("instruction"), str):
+        for prefix, labels in _PREFIX_LABELS.items():
+            if record["instruction"].startswith(prefix):
+                return f"{'/'.join(_PREFIX_TASKS[prefix])} (its instruction's prefix)", labels
+    return ("any commonsense task", _ANY_LABEL) if kind == "commonsense" else None
+
+
+def _answer_problem(record: dict, task: str | None, kind: str | None) -> str | None:
+    """What is wrong with a record's answer, or None: one of its labels (_labels_of) if it has any; else, in an
+    arithmetic test file, a number is_correct can read; else (a training file) any string or number."""
+    v, whose = record["answer"], _labels_of(record, task, kind)
+    if whose:
+        if v in whose[1]:  # labels are strings: a JSON true is none of them
+            return None
+        return f"{_show(v)} is not an answer of {whose[0]}: {'/'.join(whose[1])}; write one of them, as a string"
+    if kind == "math" and task:
+        return None if _is_number(v) else (f"{_show(v)} is not a number is_correct can read; write the number "
+                                           f"alone, e.g. \"18\" or \"-2.5\"")
+    return None if isinstance(v, (str, int, float)) and not isinstance(v, bool) else f"{_show(v)}: write a string"
+
+
+def check_records(records, path, kind: str | None = "commonsense") -> None:
+    """Raise a ValueError unless `records` (a file's parsed JSON) is a list of LLM-Adapters records for a file of
+    `kind` at `path` (NOT_EMPTY, _answer_problem). The error names the file and, for the first SHOWN bad records,
+    the record's index, the field and the fix; it counts the rest."""
+    path = Path(path)
+    if not isinstance(records, list):
+        held = f"a JSON {_JSON_TYPES.get(type(records), type(records).__name__)}"
+        if isinstance(records, dict):
+            held = f"a JSON object with keys {sorted(records)[:6]}"
+            if records and all(isinstance(v, list) for v in records.values()):
+                held += ", a list per field: write one object per record instead"
+        raise ValueError(f"{path} is not in the LLM-Adapters format: it holds {held}; expected {_SHAPE}")
+    task, not_empty = _test_task(path), NOT_EMPTY[kind]
+    bad = []
+    for i, r in enumerate(records):
+        if type(r) is not dict:
+            bad.append(f"record {i}: {_show(r)} is not an object; write it as {_RECORD}")
+            continue
+        for k in REQUIRED_KEYS:
+            if k not in r:
+                problem = "missing; add it, a string" + (' ("" if there is no input)' if k == "input" else "")
+            elif k == "answer":
+                problem = _answer_problem(r, task, kind)
+            elif type(r[k]) is not str:
+                problem = f"{_show(r[k])} is not a string; write one"
+            elif k in not_empty and not r[k].strip():
+                problem = "empty; write it"
+            else:
+                continue
+            if problem:
+                bad.append(f"record {i}, field {k!r}: {problem}")
+    if bad:
+        more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+        raise ValueError(f"{path} is not in the LLM-Adapters format ({_SHAPE}): {len(bad)} bad field(s)\n  "
+                         + "\n  ".join(bad[:SHOWN]) + more)
+
+
+_CHECKED = set()  # (path, size, mtime, kind) of the files checked in this process
+
+
+def _check_file(path: Path, kind: str | None) -> None:
+    """check_records on the file's JSON, parsed by plain json, once per version of the file and kind in a process
+    (datasets then reads it again, into Arrow, which it caches on the same path and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, kind)
+    if key in _CHECKED:
+        return
+    try:
+        records = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{path} is not in the LLM-Adapters format ({_SHAPE}): it is not JSON: {e}") from e
+    check_records(records, path, kind)
+    _CHECKED.add(key)
+
+
+def load_json_records(path, kind: str | None = "commonsense"):
+    """Read one LLM-Adapters JSON file with `datasets`, once its records are checked (check_records). `kind`:
+    "commonsense", "math", or None for a training file of either (lab.finetune's)."""
     import datasets
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}\n" + DOWNLOAD_HINT[kind].format(data_dir=path.parent))
+        hint = DOWNLOAD_HINT[kind] if kind else "\n".join(DOWNLOAD_HINT.values())
+        raise FileNotFoundError(f"data file not found: {path}\n" + hint.format(data_dir=path.parent))
+    _check_file(path, kind)
     try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception as e:  # not JSON, or not a list of records
-        raise ValueError(f"{path} is not in the LLM-Adapters format (a JSON list of {{{', '.join(REQUIRED_KEYS)}}} "
-                         f"records): {type(e).__name__}: {e}") from e
-    missing = [k for k in REQUIRED_KEYS if k not in ds.column_names]
-    if missing:
-        raise ValueError(f"{path} is not in the LLM-Adapters format: records lack {missing} "
-                         f"(found columns {ds.column_names}; expected {list(REQUIRED_KEYS)})")
-    return ds
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    except Exception as e:  # noqa: BLE001 - whatever else datasets cannot read, named with the file
+        raise ValueError(f"{path}: datasets could not read it: {type(e).__name__}: {e}") from e
 
 
 def load_commonsense(data_dir, train_file: str = TRAIN_FILE,

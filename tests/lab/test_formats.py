@@ -2,6 +2,7 @@
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_chance_of_the_offline_test_sets_is_the_tasks_chance():
 
 
 def test_json_round_trip_through_datasets(tmp_path):
-    records = lab.make_commonsense(2, seed=1) + [{"instruction": "i", "input": "ctx", "output": "o", "answer": "a"}]
+    records = lab.make_commonsense(2, seed=1) + [{"instruction": "i", "input": "ctx", "output": "o", "answer": "true"}]
     path = tmp_path / "x.json"
     path.write_text(json.dumps(records))
     ds = lab.load_json_records(path)
@@ -98,13 +99,108 @@ def test_missing_data_file_says_what_to_download(tmp_path):
         lab.load_json_records(tmp_path / "MetaMathQA-395K.json", kind="math")
 
 
-def test_wrong_format_is_named(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps([{"question": "q", "label": 1}]))
-    with pytest.raises(ValueError, match="lack .*instruction"):
-        lab.load_json_records(tmp_path / "a.json")
+TRAIN = "ft-training_set/commonsense_170k.json"
+GSM8K = "dataset/gsm8k/test.json"
+PIQA = lab.formats.commonsense_record("piqa", "To open a jar", ["twist the lid", "hit it"], 1)
+BOOLQ = lab.formats.commonsense_record("boolq", "is the sky blue?", [], True)
+SUM = {"instruction": "Sam has 3 dogs and gets 4 more. how many dogs does Sam have now?", "input": "",
+       "output": "Sam has 3 dogs and gets 4 more, so Sam has 7 dogs. The answer is 7", "answer": "7"}
+
+
+def _without(record, field):
+    return {k: v for k, v in record.items() if k != field}
+
+
+# One kind of bad record each: (file in the data folder, kind, its records, the index and field the error names)
+BAD_RECORDS = {
+    "missing field": (TRAIN, "commonsense", [PIQA, _without(PIQA, "output")], 1, "output"),
+    "missing field, either kind": (TRAIN, None, [SUM, SUM, _without(SUM, "instruction")], 2, "instruction"),
+    "non-string field": (TRAIN, "commonsense", [{**PIQA, "input": None}], 0, "input"),
+    "empty instruction": (GSM8K, "math", [SUM, {**SUM, "instruction": " "}], 1, "instruction"),
+    "record not an object": (TRAIN, "commonsense", [PIQA, "solution1"], 1, None),
+    "answer outside the test task's labels": ("dataset/piqa/test.json", "commonsense",  # winogrande's; no prefix
+                                              [PIQA, {**SUM, "answer": "option1"}], 1, "answer"),
+    "JSON true, not the label": ("dataset/boolq/test.json", "commonsense", [{**BOOLQ, "answer": True}], 0, "answer"),
+    "answer of another task than its instruction's": (TRAIN, None, [SUM, {**PIQA, "answer": "true"}], 1, "answer"),
+    "answer of no task": (TRAIN, "commonsense", [PIQA, {**SUM, "answer": "yes"}], 1, "answer"),
+    "arithmetic answer not a number": (GSM8K, "math", [SUM, SUM, {**SUM, "answer": "$7"}], 2, "answer"),
+    "arithmetic answer a list": ("dataset/SVAMP/test.json", "math", [{**SUM, "answer": [7.0]}], 0, "answer"),
+}
+
+
+def _write(folder: Path, rel: str, obj) -> Path:
+    path = folder / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS)
+def test_a_bad_record_is_named_with_its_file_index_and_field(tmp_path, case):
+    rel, kind, records, index, field = BAD_RECORDS[case]
+    path = _write(tmp_path, rel, records)
+    with pytest.raises(ValueError) as e:
+        lab.load_json_records(path, kind)
+    where = f"record {index}, field {field!r}: " if field else f"record {index}: "
+    named = [line.split(where, 1)[1] for line in str(e.value).splitlines() if where in line]
+    assert str(path) in str(e.value) and len(named) == 1 and "; " in named[0], str(e.value)  # "<what is wrong>; <fix>"
+
+
+@pytest.mark.parametrize("content,held", [
+    ({k: [v, v] for k, v in BOOLQ.items()}, "a list per field"),
+    ("a string", "a JSON string"),
+    (3, "a JSON number"),
+])
+def test_a_file_that_is_no_list_of_records_says_what_it_holds(tmp_path, content, held):
+    path = _write(tmp_path, TRAIN, content)
+    with pytest.raises(ValueError, match="expected a JSON list of {\"instruction\"") as e:
+        lab.load_json_records(path)
+    assert str(path) in str(e.value) and held in str(e.value)
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path):
     (tmp_path / "b.json").write_text("this is not json")
-    with pytest.raises(ValueError, match="not in the LLM-Adapters format"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'b.json'} is not in the LLM-Adapters format.*not JSON"):
         lab.load_json_records(tmp_path / "b.json")
+
+
+def test_the_error_lists_the_first_bad_records_and_counts_the_rest(tmp_path):
+    from lab.formats import SHOWN
+
+    path = _write(tmp_path, "dataset/boolq/test.json", [{**BOOLQ, "answer": "yes"}] * (SHOWN + 3))
+    with pytest.raises(ValueError, match=f"{SHOWN + 3} bad field") as e:
+        lab.load_json_records(path)
+    assert f"record {SHOWN - 1}, field 'answer'" in str(e.value) and f"record {SHOWN}," not in str(e.value)
+    assert str(e.value).endswith("... and 3 more")
+
+
+def test_a_file_is_checked_again_once_rewritten(tmp_path):
+    path = _write(tmp_path, TRAIN, [PIQA])
+    assert len(lab.load_json_records(path)) == 1
+    _write(tmp_path, TRAIN, [_without(PIQA, "output")])
+    with pytest.raises(ValueError, match="record 0, field 'output'"):
+        lab.load_json_records(path)
+
+
+def test_llm_adapters_records_pass():
+    """The fixture's verbatim records as each task's test file and as one training file, and the answers of
+    LLM-Adapters' arithmetic files in every form they take ("480.0", "7", "0.75", a negative; AQuA's letters and
+    MetaMathQA's LaTeX in training files, which only train on `output`; an empty `output`, as in mawps), and the
+    answer5 of ARC's 5-option items."""
+    from lab.formats import check_records, commonsense_record
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "llm_adapters_records.json").read_text())
+    tests = {task: [item["record"] for item in items] for task, items in fixture["tasks"].items()}
+    for task, records in tests.items():
+        check_records(records, f"data/dataset/{task}/test.json", "commonsense")
+    for kind in ("commonsense", None):
+        check_records([r for records in tests.values() for r in records], f"data/{TRAIN}", kind)
+    check_records([{**SUM, "answer": a} for a in ("480.0", "7", "0.75", "-2", "1,001", 18)] + [{**SUM, "output": ""}],
+                  f"data/{GSM8K}", "math")
+    for kind in ("math", None):
+        check_records([{**SUM, "answer": a} for a in ("A", "\\frac{1}{4}", "", 7)], "data/math_10k.json", kind)
+    five = commonsense_record("ARC-Easy", "Which?", list("abcde"), 5)
+    check_records([five], "data/dataset/ARC-Easy/test.json", "commonsense")
 
 
 def test_download_hints_name_the_command():

@@ -52,7 +52,7 @@ def test_offline_data_layout_disjoint_and_every_answer_format(tmp_path):
     wanted = {"true", "false", "solution1", "solution2", "option1", "option2"} | {f"answer{i}" for i in range(1, 5)} \
         | {f"ending{i}" for i in range(1, 5)}
     assert wanted <= seen
-    math_test = lab.load_json_records(folder / "dataset" / "gsm8k" / "test.json")
+    math_test = lab.load_json_records(folder / "dataset" / "gsm8k" / "test.json", kind="math")
     math_train = lab.load_json_records(folder / "ft-training_set" / "math_synthetic.json", kind="math")
     assert not set(math_test["instruction"]) & set(math_train["instruction"])
     for r in math_test:
