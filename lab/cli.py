@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from lab.config import EVAL_RANGES, PROFILES, RunConfig, check_settings, preset
-from lab.finetune import data_dir, evaluate_run, run_dir, train
+from lab.finetune import RunDiverged, data_dir, evaluate_run, run_dir, train
 from lab.formats import load_commonsense
 
 
@@ -79,6 +80,15 @@ def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None, str |
 
 def main(argv=None):
     cmd, cfg, fresh, limit, table = config_from_args(argv)
+    try:
+        run(cmd, cfg, fresh, limit, table, argv)
+    except (OSError, ValueError, RunDiverged) as e:  # each names its file or value and the fix
+        if os.environ.get("BHRA_TRACEBACK"):
+            raise
+        sys.exit(f"error: {e}\n(BHRA_TRACEBACK=1 shows where it was raised)")
+
+
+def run(cmd, cfg, fresh, limit, table, argv):
     if cmd == "budget":
         from lab import budget
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from core.bhra import adapted_layers, merge_and_unload
-from lab.cache import root, stable_hash, write_json
+from lab.cache import lock, read_json, root, stable_hash, write_json
 from lab.config import ABLATIONS, RunConfig, for_method, preset
 from lab.finetune import (data_dir, evaluate, load_base, load_trained, model_identity, save_merged, stored_dtype,
                           train)
@@ -389,56 +389,59 @@ def _merged(cfg: RunConfig):
     return model.eval(), tokenizer
 
 
+def _once(done: Path, measure) -> dict:
+    """`done`'s record, measured and written first if it is not there yet: by one process at a time (a second
+    waits for the first, then reads its record)."""
+    if not done.exists():
+        with lock(done):
+            if not done.exists():
+                write_json(done, measure())
+    return read_json(done, f"delete {done} to measure it again")
+
+
 def run_stage1(spec: ContinualSpec, method: str, seed: int, verbose: bool = False) -> dict:
     """Adapt the base model to task A, merge, save the merged model (base dtype), measure A. Cached."""
     cfg = _config(spec, method, seed, 1, spec.run.model, base_lr(spec, method))
     folder = _root(spec) / f"{method}-lr{cfg.learning_rate:.3g}" / f"seed{seed}"
-    done = folder / "stage1.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    check_data(spec, seed)
-    rec = train(cfg, verbose=verbose)
-    model, tokenizer = _merged(cfg)
-    tests_a, _ = _tests(spec, seed)
-    acc_a = _accuracy(spec, model, tokenizer, tests_a, "A")
-    save_merged(model, tokenizer, folder / "stage1_model", dtype=stored_dtype(spec.run.model, spec.run.cache))
-    out = {"method": method, "seed": seed, "lr_stage1": cfg.learning_rate, "acc_A_stage1": acc_a,
-           "model": str(folder / "stage1_model"), "train_seconds": rec["seconds"], "run_dir": rec["run_dir"]}
-    write_json(done, out)
-    return out
+
+    def measure():
+        check_data(spec, seed)
+        rec = train(cfg, verbose=verbose)
+        model, tokenizer = _merged(cfg)
+        tests_a, _ = _tests(spec, seed)
+        acc_a = _accuracy(spec, model, tokenizer, tests_a, "A")
+        save_merged(model, tokenizer, folder / "stage1_model", dtype=stored_dtype(spec.run.model, spec.run.cache))
+        return {"method": method, "seed": seed, "lr_stage1": cfg.learning_rate, "acc_A_stage1": acc_a,
+                "model": str(folder / "stage1_model"), "train_seconds": rec["seconds"], "run_dir": rec["run_dir"]}
+    return _once(folder / "stage1.json", measure)
 
 
 def run_stage2(spec: ContinualSpec, method: str, seed: int, multiplier: float, verbose: bool = False) -> dict:
     """A fresh adapter of the same method on the merged stage-1 model, trained on B; measure A and B."""
     s1 = run_stage1(spec, method, seed, verbose)
     lr = base_lr(spec, method) * multiplier
-    done = Path(s1["model"]).parent / f"stage2-lr{lr:.3g}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    cfg = _config(spec, method, seed, 2, s1["model"], lr)
-    rec = train(cfg, verbose=verbose)
-    model, tokenizer = _merged(cfg)
-    tests_a, tests_b = _tests(spec, seed)
-    out = {"method": method, "seed": seed, "lr": lr, "lr_multiplier": multiplier,
-           "acc_A_stage1": s1["acc_A_stage1"],
-           "acc_A_stage2": _accuracy(spec, model, tokenizer, tests_a, "A"),
-           "acc_B_stage2": _accuracy(spec, model, tokenizer, tests_b, "B"),
-           "train_seconds": s1["train_seconds"] + rec["seconds"], "run_dir": rec["run_dir"]}
-    write_json(done, out)
-    return out
+
+    def measure():
+        cfg = _config(spec, method, seed, 2, s1["model"], lr)
+        rec = train(cfg, verbose=verbose)
+        model, tokenizer = _merged(cfg)
+        tests_a, tests_b = _tests(spec, seed)
+        return {"method": method, "seed": seed, "lr": lr, "lr_multiplier": multiplier,
+                "acc_A_stage1": s1["acc_A_stage1"],
+                "acc_A_stage2": _accuracy(spec, model, tokenizer, tests_a, "A"),
+                "acc_B_stage2": _accuracy(spec, model, tokenizer, tests_b, "B"),
+                "train_seconds": s1["train_seconds"] + rec["seconds"], "run_dir": rec["run_dir"]}
+    return _once(Path(s1["model"]).parent / f"stage2-lr{lr:.3g}.json", measure)
 
 
 def base_accuracy(spec: ContinualSpec, seed: int) -> dict:
     """The untuned base model on A and B (the floor every method should clear). Cached."""
-    done = _root(spec) / "base" / f"seed{seed}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    model, tokenizer = load_base(spec.run, verbose=False)  # on the device and in the dtype its runs are evaluated in
-    tests_a, tests_b = _tests(spec, seed)
-    out = {"seed": seed, "acc_A": _accuracy(spec, model, tokenizer, tests_a, "A"),
-           "acc_B": _accuracy(spec, model, tokenizer, tests_b, "B")}
-    write_json(done, out)
-    return out
+    def measure():
+        model, tokenizer = load_base(spec.run, verbose=False)  # on the device, in the dtype its runs are evaluated in
+        tests_a, tests_b = _tests(spec, seed)
+        return {"seed": seed, "acc_A": _accuracy(spec, model, tokenizer, tests_a, "A"),
+                "acc_B": _accuracy(spec, model, tokenizer, tests_b, "B")}
+    return _once(_root(spec) / "base" / f"seed{seed}.json", measure)
 
 
 def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list[dict]:

@@ -135,7 +135,12 @@ def load_model(model=OFFLINE, dtype: torch.dtype = torch.float32, on=None, cache
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - safetensors, tokenizers, json: name the folder, not the library
+        if Path(path).is_dir():
+            raise ValueError(f"the model folder {path} could not be loaded ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''}): a file in it is damaged or "
+                             "missing. Copy or download the model again; a base built in the cache (offline, "
+                             "smol) is rebuilt once its folder is deleted") from e
         raise _unloadable(model, e) from e
     if tokenizer.pad_token is None:  # Llama-3 ships none; pad with EOS (masked out of the loss)
         tokenizer.pad_token = tokenizer.eos_token

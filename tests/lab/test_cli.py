@@ -94,3 +94,25 @@ def test_the_cli_refuses_what_would_fail_later_by_name(flags, named, capsys):
     with pytest.raises(SystemExit) as e:
         config_from_args(["evaluate", *flags])
     assert e.value.code != 0 and named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["model weights", "training record"])
+def test_a_library_error_reaches_the_user_as_one_line_naming_the_file_and_the_fix(damage, tiny, tmp_path):
+    import shutil
+
+    from lab.cli import main
+
+    model, data = tmp_path / "model", tmp_path / "data"
+    shutil.copytree(tiny / "model", model)
+    shutil.copytree(tiny / "LLM-Adapters", data)
+    if damage == "model weights":  # safetensors alone says "Error while deserializing header", naming no file
+        (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:1000])
+        named, fix = str(model), "Copy or download the model again"
+    else:
+        (data / "ft-training_set" / "commonsense_170k.json").write_text('[{"instruction": 1}]')
+        named, fix = "commonsense_170k.json", "record 0, field 'instruction'"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--method", "lora", "--model", str(model), "--data-dir", str(data), "--max-steps", "1",
+              "--train-file", "ft-training_set/commonsense_170k.json", "--cache", str(tmp_path / "cache")])
+    assert str(e.value.code).startswith("error: ") and named in e.value.code and fix in e.value.code
+    assert not list((tmp_path / "cache").glob("runs/*/*/run.json"))
