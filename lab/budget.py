@@ -391,7 +391,7 @@ def notebooks(profile: str = "paper", grid: str = "full") -> list[Cost]:
     """Notebooks 04-07 as their parameters cells build them (lab.configs, GRIDS, continual_preset), each
     charged only for the runs no earlier notebook trained."""
     from lab.config import METHODS_ALL, configs
-    from lab.continual import GRIDS, continual_preset
+    from lab.continual import GRIDS, base_lr, continual_preset, stage_config
 
     seeds = GRIDS[grid]["seeds"]
     done: set = set()
@@ -415,9 +415,10 @@ def notebooks(profile: str = "paper", grid: str = "full") -> list[Cost]:
     greedy = [dataclasses.replace(c, num_beams=1, eval_batch_size=64) for c in sweep]  # lab.evaluate's defaults
     nb07 = Cost("07 spectra", runs=new(sweep), evals=[(c, "A", None, 1) for c in greedy])
     spec = continual_preset(profile, grid=grid)
-    stage1 = [dataclasses.replace(spec.run, method=m, seed=sd) for m in spec.methods for sd in spec.seeds]
-    stage2 = [dataclasses.replace(c, train_file=spec.task_b_file, max_steps=spec.stage2_steps, n_train=spec.n_train_b)
-              for c in stage1 for _ in spec.lr_multipliers]
+    m0 = spec.run.model  # stage 2 starts from stage 1's merged model, of the same shape
+    stage1 = [stage_config(spec, m, sd, 1, m0, base_lr(spec, m)) for m in spec.methods for sd in spec.seeds]
+    stage2 = [stage_config(spec, c.method, c.seed, 2, m0, base_lr(spec, c.method) * k)
+              for c in stage1 for k in spec.lr_multipliers]
     b_eval = ("B", spec.max_new_tokens_b)
     nb06 = Cost("06 continual", runs=new(stage1) + stage2,
                 evals=[(spec.run, "A", spec.eval_limit_a, len(stage1) + len(stage2) + len(spec.seeds)),

@@ -81,14 +81,14 @@ def config_from_args(argv=None) -> tuple[str, RunConfig, bool, int | None, str |
 def main(argv=None):
     cmd, cfg, fresh, limit, table = config_from_args(argv)
     try:
-        run(cmd, cfg, fresh, limit, table, argv)
+        dispatch(cmd, cfg, fresh, limit, table, argv)
     except (OSError, ValueError, RunDiverged) as e:  # each names its file or value and the fix
         if os.environ.get("BHRA_TRACEBACK"):
             raise
         sys.exit(f"error: {e}\n(BHRA_TRACEBACK=1 shows where it was raised)")
 
 
-def run(cmd, cfg, fresh, limit, table, argv):
+def dispatch(cmd, cfg, fresh, limit, table, argv):
     if cmd == "budget":
         from lab import budget
 

@@ -343,7 +343,8 @@ def base_lr(spec: ContinualSpec, method: str) -> float:
     return for_method(spec.run, method).learning_rate
 
 
-def _config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str, lr: float) -> RunConfig:
+def stage_config(spec: ContinualSpec, method: str, seed: int, stage: int, model: str, lr: float) -> RunConfig:
+    """The RunConfig of one stage's run: the method's own settings, trained from `model` at `lr`."""
     if stage == 1:
         return dataclasses.replace(for_method(spec.run, method), seed=seed, lr=lr)
     return dataclasses.replace(for_method(spec.run, method), seed=seed, lr=lr, model=model,
@@ -401,7 +402,7 @@ def _once(done: Path, measure) -> dict:
 
 def run_stage1(spec: ContinualSpec, method: str, seed: int, verbose: bool = False) -> dict:
     """Adapt the base model to task A, merge, save the merged model (base dtype), measure A. Cached."""
-    cfg = _config(spec, method, seed, 1, spec.run.model, base_lr(spec, method))
+    cfg = stage_config(spec, method, seed, 1, spec.run.model, base_lr(spec, method))
     folder = _root(spec) / f"{method}-lr{cfg.learning_rate:.3g}" / f"seed{seed}"
 
     def measure():
@@ -422,7 +423,7 @@ def run_stage2(spec: ContinualSpec, method: str, seed: int, multiplier: float, v
     lr = base_lr(spec, method) * multiplier
 
     def measure():
-        cfg = _config(spec, method, seed, 2, s1["model"], lr)
+        cfg = stage_config(spec, method, seed, 2, s1["model"], lr)
         rec = train(cfg, verbose=verbose)
         model, tokenizer = _merged(cfg)
         tests_a, tests_b = _tests(spec, seed)

@@ -176,14 +176,14 @@ def test_summarize_accepts_a_dataframe_and_refuses_bad_tables():
 
 @pytest.mark.slow
 def test_stage_two_takes_its_own_cutoff_and_each_methods_own_settings():
-    from lab.continual import _config
+    from lab.continual import stage_config
 
     spec = continual_preset("paper", grid="ci")
-    one, two = (_config(spec, "abba", 0, stage, "m", 1e-3) for stage in (1, 2))
+    one, two = (stage_config(spec, "abba", 0, stage, "m", 1e-3) for stage in (1, 2))
     assert (one.cutoff_len, two.cutoff_len) == (256, 512)       # ABBA's arithmetic max_seq_length
     assert one.alpha == two.alpha == 32.0                        # ABBA's own scale in both stages
-    assert _config(spec, "lora", 0, 2, "m", 1e-3).alpha == 64.0
-    assert _config(continual_preset("offline", grid="ci"), "bhra", 0, 2, "m", 1e-3).cutoff_len == 256
+    assert stage_config(spec, "lora", 0, 2, "m", 1e-3).alpha == 64.0
+    assert stage_config(continual_preset("offline", grid="ci"), "bhra", 0, 2, "m", 1e-3).cutoff_len == 256
 
 
 def test_protocol_end_to_end_on_a_tiny_budget(tmp_path):
