@@ -3,12 +3,14 @@
 For every adapted layer: the number of singular values of ΔW above 0.005 (HiRA's measure), the
 stable rank ‖ΔW‖_F²/‖ΔW‖_2², and the Gini coefficient of the update's energy over a g×g grid of
 blocks (0: spread evenly over the blocks, → 1: concentrated in a few). The per-matrix measures are
-core.bhra's diagnostics; this module applies them to every layer of a model.
+core.bhra's diagnostics; this module applies them to every layer of a model. For the smol base, whose W0 is
+de-quantised from 4-bit groups along each row, `quantization_check` asks whether that grid shapes W0's blocks.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from einops import rearrange, repeat
 
 from core.bhra import adapted_layers, block_energy, count_singular_values, gini, stable_rank
 from lab.config import TARGETS_ALL
@@ -51,3 +53,47 @@ def normalised_spectra(updates, k: int | None = None) -> np.ndarray:
         s = s[:k] / s[0] if s[0] > 0 else np.zeros(min(k, len(s)))
         out[i, :len(s)] = s
     return out
+
+
+def q4_group_steps(W: torch.Tensor, group: int = 32) -> torch.Tensor:
+    """(m, n) the Q4_1 step d of the group each weight of a de-quantised W (m, n) belongs to.
+
+    Q4_1 stores each run of `group` weights along a row as d·q + min with q ∈ {0..15}, d = (max − min)/15, so a
+    de-quantised group holds its own min (q = 0) and max (q = 15): d is read back from the weights alone."""
+    g = rearrange(W.double(), "m (k s) -> m k s", s=group)                            # (m, n/group, group)
+    d = (g.amax(-1) - g.amin(-1)) / 15                                                 # (m, n/group)
+    return repeat(d, "m k -> m (k s)", s=group)
+
+
+def q4_grid_residual(W: torch.Tensor, group: int = 32) -> float:
+    """Largest distance, in steps, of a weight from its group's 4-bit grid min + d·q (0: W is Q4_1 de-quantised)."""
+    d = q4_group_steps(W, group)
+    lo = repeat(rearrange(W.double(), "m (k s) -> m k s", s=group).amin(-1), "m k -> m (k s)", s=group)
+    q = (W.double() - lo) / d.clamp_min(1e-30)
+    return float((q - q.round()).abs().max())
+
+
+def unrounded_block_energy(W: torch.Tensor, g: int, group: int = 32) -> torch.Tensor:
+    """(g, g) block energies of a Q4_1 de-quantised W (m, n) with the energy of the rounding taken out.
+
+    Rounding a weight to its group's grid adds an error of variance d²/12 (uniform on ±d/2), uncorrelated with
+    the weight, so a block's expected energy is its unrounded energy plus Σ d²/12 over its weights."""
+    noise = q4_group_steps(W, group).pow(2) / 12                                       # (m, n) rounding variance
+    return block_energy(W.double(), g) - block_energy(noise.sqrt(), g)
+
+
+def quantization_check(model, g: int, group: int = 32):
+    """Per target layer of a Q4_1 de-quantised model: how exactly its weights sit on the 4-bit grid, W0's block
+    Gini on a g×g grid, the share of W0's energy that rounding adds, and the block Gini with that energy taken
+    out of every block. If the two Ginis agree, the 4-bit grid does not make W0's blocks."""
+    import pandas as pd
+
+    rows = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in TARGETS_ALL:
+            W = mod.weight.detach().double()
+            E, clean = block_energy(W, g), unrounded_block_energy(W, g, group)         # (g, g) each
+            rows.append({"layer": name, "module": name.rsplit(".", 1)[-1], "m": W.shape[0], "n": W.shape[1],
+                         "grid_residual": q4_grid_residual(W, group), "block_gini": gini(E),
+                         "noise_share": float(1 - clean.sum() / E.sum()), "block_gini_unrounded": gini(clean)})
+    return pd.DataFrame(rows)

