@@ -29,7 +29,6 @@ Sections
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
