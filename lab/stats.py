@@ -91,13 +91,18 @@ def against(ci: CI, level: float, min_seeds: int = MIN_SEEDS) -> str:
     return verdict(CI(ci.mean - level, ci.half, ci.n), min_seeds)
 
 
-def one_seed_clears(acc: float, baseline: float, n: int, z: float = 1.96) -> bool:
-    """Does one seed's accuracy (in %, over `n` test items) lie above `baseline` (in %) by more than `z` binomial
-    standard errors at the baseline's rate, 100·√(p(1 − p)/n) with p = baseline/100? A seed that does learned
-    the task beyond what the test set's sampling noise around a baseline would give; one that does not missed it.
-    Per seed there is no interval over seeds, so this test-set error is the only yardstick."""
+def seed_line(baseline: float, n: int, z: float = 1.96) -> float:
+    """The accuracy (in %) one seed must pass to clear `baseline` (in %) on `n` test items: the baseline plus `z`
+    binomial standard errors at the baseline's rate, 100·√(p(1 − p)/n) with p = baseline/100."""
     p = min(max(baseline / 100, 0.0), 1.0)
-    return bool(acc > baseline + z * 100 * math.sqrt(p * (1 - p) / n))
+    return baseline + z * 100 * math.sqrt(p * (1 - p) / n)
+
+
+def one_seed_clears(acc: float, baseline: float, n: int, z: float = 1.96) -> bool:
+    """Does one seed's accuracy (in %, over `n` test items) pass `seed_line(baseline, n, z)`? A seed that does
+    learned the task beyond what the test set's sampling noise around the baseline would give; one that does not
+    missed it. Per seed there is no interval over seeds, so this test-set error is the only yardstick."""
+    return bool(acc > seed_line(baseline, n, z))
 
 
 def bounded_errorbars(mean, half, lo: float = 0.0, hi: float = 100.0) -> np.ndarray:

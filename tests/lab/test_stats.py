@@ -61,9 +61,10 @@ def test_a_mean_is_read_against_a_fixed_level_by_its_interval():
 
 
 def test_one_seed_clears_a_baseline_by_two_binomial_standard_errors():
-    from lab.stats import one_seed_clears
+    from lab.stats import one_seed_clears, seed_line
 
     # baseline 50 % on 300 items: SE = 100·√(0.25/300) = 2.887 points, 1.96 SE = 5.658: the line is 55.658
+    assert seed_line(50.0, 300) == pytest.approx(50 + 1.96 * 100 * math.sqrt(0.25 / 300))
     assert one_seed_clears(55.7, 50.0, 300) and not one_seed_clears(55.6, 50.0, 300)
     # baseline 25 % on 300 items: SE = 100·√(0.1875/300) = 2.5 points, 1.96 SE = 4.9: the line is 29.9
     assert one_seed_clears(30.0, 25.0, 300) and not one_seed_clears(29.8, 25.0, 300)
