@@ -79,7 +79,7 @@ LEVEL_METHODS = ADDITIVE + ("bhra",)  # the fixed set P* is defined on
 class ContinualSummary:
     frontier: "pd.DataFrame"  # one row per (method, lr): means, stds, 95 % half-widths over seeds; on_envelope
     matched: "pd.DataFrame"  # one row per method: retention at the common plasticity level
-    per_seed: "pd.DataFrame"  # (method, seed) -> matched retention of that seed
+    per_seed: "pd.DataFrame"  # (method, seed) -> that seed's matched retention, and its plasticity at P*
     level: float  # the common plasticity level P*
     additive: tuple[float, float]  # mean ± std over seeds of the additive controls' matched retention
     additive_methods: tuple[str, ...] = field(default=ADDITIVE)
@@ -99,11 +99,26 @@ class ContinualSummary:
         """Is `method`'s gap to the additive controls above 0, below, or inconclusive? ("too few seeds" below 3)."""
         return verdict(self.gap(method))
 
-    def claim(self, method: str = "bhra", floor: float = -math.inf) -> str:
+    def claim(self, method: str = "bhra", floor: float = -math.inf, chance: float = -math.inf) -> str:
         """The paper's claim (a) for `method`: its verdict, or "untestable" when P* does not clear `floor`, task
-        B's majority-answer accuracy. Matched there, no method has learned more of B than one constant answer
-        gives, so retention is compared between models that made no trade-off at all."""
-        return self.verdict(method) if self.level > floor else "untestable"
+        B's majority-answer accuracy (matched there, no method has learned more of B than one constant answer
+        gives, so retention is compared between models that made no trade-off at all), or when neither the
+        method's matched retention nor the additive-control mean clears `chance`, task A's chance (there neither
+        side keeps more of A than answering at random would score, so no retention is compared)."""
+        if not self.level > floor or not self.retains_above(chance, method):
+            return "untestable"
+        return self.verdict(method)
+
+    def retains_above(self, chance: float, method: str = "bhra") -> bool:
+        """Does `method`'s mean matched retention, or the additive-control mean, lie above `chance`?"""
+        mine = self.matched.set_index("method").loc[method, "retention_mean"]
+        return bool(mine > chance or self.additive[0] > chance)
+
+    def plasticity_at_level(self, method: str) -> "pd.Series":
+        """{seed: plasticity} of `method` at P*, interpolated with the same envelope points and weight as its
+        matched retention (their mean is P* itself; NaN where the envelope does not reach P*). P* is a mean over
+        seeds: these values say how far apart the seeds it stands for are."""
+        return self.per_seed[self.per_seed["method"] == method].set_index("seed")["plasticity"]
 
 
 def _std(x: np.ndarray) -> float:
@@ -191,16 +206,19 @@ def summarize(records, level: float | None = None, additive: tuple[str, ...] = A
         g = df[df["method"] == method]
         seeds = sorted(g["seed"].unique())
         wide = g.pivot(index="seed", columns="lr", values="acc_A_stage2").loc[seeds]  # (seed, lr)
+        wide_p = g.pivot(index="seed", columns="lr", values="acc_B_stage2").loc[seeds]  # (seed, lr)
         stage1 = g.groupby("seed")["acc_A_stage1"].mean().loc[seeds]
         if br is None:
-            per_seed = np.full(len(seeds), np.nan)
+            per_seed = per_seed_p = np.full(len(seeds), np.nan)
             lr_lo = lr_hi = w = np.nan
         else:
             lo, hi, w = br
             lr_lo, lr_hi = f["lr"].iloc[lo], f["lr"].iloc[hi]
             per_seed = (1 - w) * wide[lr_lo].to_numpy() + w * wide[lr_hi].to_numpy()
-        for s, v, a1 in zip(seeds, per_seed, stage1):
-            seed_rows.append({"method": method, "seed": s, "retention": float(v), "stage1": float(a1)})
+            per_seed_p = (1 - w) * wide_p[lr_lo].to_numpy() + w * wide_p[lr_hi].to_numpy()  # mean: P*
+        for s, v, pv, a1 in zip(seeds, per_seed, per_seed_p, stage1):
+            seed_rows.append({"method": method, "seed": s, "retention": float(v), "plasticity": float(pv),
+                              "stage1": float(a1)})
         r_ci, s_ci = mean_ci(per_seed), mean_ci(stage1.to_numpy())
         matched_rows.append({"method": method, "level": level, "n_seeds": len(seeds),
                              "retention_mean": float(np.mean(per_seed)), "retention_std": _std(per_seed),
@@ -459,3 +477,16 @@ def run_grid(spec: ContinualSpec, verbose: bool = False, progress=print) -> list
         progress(f"{len(records)} stage-2 runs ({len(spec.methods)} methods × {len(spec.seeds)} seeds × "
                  f"{len(spec.lr_multipliers)} rates) in {time.time() - t0:.0f} s")
     return records
+
+
+def recorded_train_seconds(spec: ContinualSpec, records: list[dict]) -> dict:
+    """The training time the grid's runs recorded when they were trained, in seconds: {"stage1": the sum over the
+    stage-1 runs (one per method and seed), "stage2": the sum over the stage-2 runs, "runs": how many of each}.
+
+    Each stage-2 record's `train_seconds` holds its stage-1 run's time plus its own, so stage 1 is taken from its
+    (cached) record once per (method, seed) and subtracted. A grid read back from the cache takes seconds; this is
+    what training it took, each run timed in its own process (runs went side by side, so the wall time was shorter)."""
+    pairs = sorted({(r["method"], r["seed"]) for r in records})
+    stage1 = {(m, s): run_stage1(spec, m, s)["train_seconds"] for m, s in pairs}
+    stage2 = sum(r["train_seconds"] - stage1[(r["method"], r["seed"])] for r in records)
+    return {"stage1": float(sum(stage1.values())), "stage2": float(stage2), "runs": (len(stage1), len(records))}

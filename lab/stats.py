@@ -4,6 +4,7 @@ difference (by seed) with its 95 % t-interval. With fewer than MIN_SEEDS seeds n
     ci = mean_ci([61.0, 64.5, 59.8])          # CI(mean, half, n): mean ± half is the 95 % interval
     d = paired_diff({0: 70, 1: 66, 2: 71}, {0: 60, 1: 62, 2: 65})   # by seed: 10, 4, 6
     verdict(d)                                 # "above" / "below" / "inconclusive" / "too few seeds"
+    against(ci, 50.0)                          # the same verdict for a mean against a fixed level (chance)
 
 The interval is Student's t over seeds: mean ± t(0.975, n−1) · s / √n, s the sample standard deviation
 (ddof = 1). It treats the seeds as the unit of replication (each seed draws its own data, adapter
@@ -81,6 +82,27 @@ def verdict(d: CI, min_seeds: int = MIN_SEEDS) -> str:
     if d.hi < 0:
         return "below"
     return "inconclusive"
+
+
+def against(ci: CI, level: float, min_seeds: int = MIN_SEEDS) -> str:
+    """A mean over seeds against a fixed level (chance, the majority answer): `verdict` of mean − level, i.e.
+    "above" when the whole interval lies above the level, "below" when below it, "inconclusive" when it
+    contains the level, "too few seeds" below `min_seeds`."""
+    return verdict(CI(ci.mean - level, ci.half, ci.n), min_seeds)
+
+
+def seed_line(baseline: float, n: int, z: float = 1.96) -> float:
+    """The accuracy (in %) one seed must pass to clear `baseline` (in %) on `n` test items: the baseline plus `z`
+    binomial standard errors at the baseline's rate, 100·√(p(1 − p)/n) with p = baseline/100."""
+    p = min(max(baseline / 100, 0.0), 1.0)
+    return baseline + z * 100 * math.sqrt(p * (1 - p) / n)
+
+
+def one_seed_clears(acc: float, baseline: float, n: int, z: float = 1.96) -> bool:
+    """Does one seed's accuracy (in %, over `n` test items) pass `seed_line(baseline, n, z)`? A seed that does
+    learned the task beyond what the test set's sampling noise around the baseline would give; one that does not
+    missed it. Per seed there is no interval over seeds, so this test-set error is the only yardstick."""
+    return bool(acc > seed_line(baseline, n, z))
 
 
 def bounded_errorbars(mean, half, lo: float = 0.0, hi: float = 100.0) -> np.ndarray:

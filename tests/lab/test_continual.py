@@ -224,3 +224,34 @@ def test_protocol_end_to_end_on_a_tiny_budget(tmp_path):
     # the records feed the metric function directly
     summary = summarize(records)
     assert set(summary.matched.method) == set(spec.methods)
+
+
+def test_each_seed_s_plasticity_at_the_level_uses_its_retention_s_interpolation():
+    # TABLE at P* = 40: lora between P̄ = 25 and 60 with w = 3/7; seed 0: 4/7·20 + 3/7·50 = 230/7, seed 1:
+    # 4/7·30 + 3/7·70 = 330/7 (mean 40 = P*); bhra sits at its top point, 40 and 40.
+    s = summarize(TABLE)
+    lora = s.plasticity_at_level("lora")
+    assert lora.loc[0] == pytest.approx(230 / 7) and lora.loc[1] == pytest.approx(330 / 7)
+    assert lora.mean() == pytest.approx(s.level)
+    assert s.plasticity_at_level("bhra").tolist() == pytest.approx([40, 40])
+    assert math.isnan(summarize(TABLE, level=50).plasticity_at_level("bhra").iloc[0])  # beyond its envelope
+
+
+def test_no_retention_verdict_where_neither_side_clears_a_s_chance():
+    # the table of the test above: BHRA retains 70 + s, each control 40 + s, at P* = 50 (gap 30, "above").
+    t = sum((rows(m, {1: [(s, 90, r + s, 50) for s in range(3)]})
+             for m, r in [("lora", 40), ("gralora", 40), ("abba", 40), ("bhra", 70)]), [])
+    s = summarize(t)
+    assert s.claim("bhra", chance=60) == "above"          # BHRA (71) clears chance 60, the controls (41) do not
+    assert s.retains_above(70.9) and not s.retains_above(71)  # BHRA's mean is 71, the controls' 41
+    assert s.claim("bhra", chance=71) == "untestable"     # neither 71 nor 41 lies above 71
+    assert s.claim("bhra", floor=10, chance=30) == "above"
+
+
+def test_recorded_train_seconds_counts_each_stage1_run_once(monkeypatch):
+    import lab.continual as lc
+
+    # two stage-2 runs on one stage-1 run of 10 s: their records hold 10 + 3 and 10 + 5 -> stage 1 10, stage 2 8
+    monkeypatch.setattr(lc, "run_stage1", lambda spec, m, s: {"train_seconds": 10.0})
+    recs = [dict(method="bhra", seed=0, train_seconds=13.0), dict(method="bhra", seed=0, train_seconds=15.0)]
+    assert lc.recorded_train_seconds(None, recs) == {"stage1": 10.0, "stage2": 8.0, "runs": (1, 2)}

@@ -49,3 +49,23 @@ def test_plotted_intervals_stop_where_an_accuracy_can_go():
     assert err.shape == (2, 5)
     assert err.tolist() == [[10, 5, 10, 0, 0], [20, 5, 5, 0, 0]]
     assert bounded_errorbars([0.5], [2.0], lo=0.0, hi=1.0).tolist() == [[0.5], [0.5]]
+
+
+def test_a_mean_is_read_against_a_fixed_level_by_its_interval():
+    from lab.stats import CI, against
+
+    assert against(CI(60.0, 5.0, 3), 50.0) == "above"          # [55, 65] clears 50
+    assert against(CI(52.0, 5.0, 3), 50.0) == "inconclusive"   # [47, 57] contains 50
+    assert against(CI(40.0, 5.0, 3), 50.0) == "below"          # [35, 45]
+    assert against(CI(90.0, 1.0, 2), 50.0) == "too few seeds"
+
+
+def test_one_seed_clears_a_baseline_by_two_binomial_standard_errors():
+    from lab.stats import one_seed_clears, seed_line
+
+    # baseline 50 % on 300 items: SE = 100·√(0.25/300) = 2.887 points, 1.96 SE = 5.658: the line is 55.658
+    assert seed_line(50.0, 300) == pytest.approx(50 + 1.96 * 100 * math.sqrt(0.25 / 300))
+    assert one_seed_clears(55.7, 50.0, 300) and not one_seed_clears(55.6, 50.0, 300)
+    # baseline 25 % on 300 items: SE = 100·√(0.1875/300) = 2.5 points, 1.96 SE = 4.9: the line is 29.9
+    assert one_seed_clears(30.0, 25.0, 300) and not one_seed_clears(29.8, 25.0, 300)
+    assert not one_seed_clears(20.0, 25.0, 300)
