@@ -1,5 +1,6 @@
 """The exercise cut works: stubs fail their tests in the student copy, the reference passes them."""
 
+import html
 import re
 import subprocess
 import sys
@@ -133,3 +134,98 @@ def test_notebook_n_runs_in_a_student_copy_with_lessons_1_to_n_solved(tmp_path, 
     assert error is not None and re.search(rf"NotImplementedError: Exercise {n}\.\d", error), (
         f"notebook {n:02d} should stop at a stub of lesson {n} when only lessons 1..{n - 1} are solved; "
         + ("it ran to the end (does it import the installed core instead of the copy's?)" if error is None else error[-2000:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The student copy gives no answer away: no solution's text appears anywhere in it
+# ---------------------------------------------------------------------------------------------
+
+STRING = re.compile(r"""(?:[rbuf]{0,2})("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+MIN_LINE, MIN_STRING = 12, 8  # shorter lines (`else:`, `plain = {}`) and strings say nothing of a solution
+# Lines of a solution that any code around adapters writes too (a test's loop over layers): not a give-away.
+IDIOMS = {"for name, layer in layers:"}
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _solution_fragments(root: Path) -> dict[str, set[str]]:
+    """{exercise id: the pieces of its solution that give it away}, read from the reference sources.
+
+    A piece is a line of code of the region's body (its trailing comment dropped) or a string literal in
+    it (an einsum pattern, an error message), whitespace collapsed. Comment lines are left out: they are
+    the hint, or prose about the solution, not the solution. Parsed here with the marker patterns only, so
+    a fault in the cut cannot hide a piece.
+    """
+    pieces: dict[str, set[str]] = {}
+    for path in exercises.source_files(root):
+        current = None
+        for line in path.read_text().splitlines():
+            if match := exercises.BEGIN.match(line):
+                current = pieces.setdefault(match["id"], set())
+            elif exercises.END.match(line):
+                current = None
+            elif current is not None and not line.lstrip().startswith("#"):
+                code = _squash(re.sub(r"\s+#\s.*$", "", line))
+                if len(code) >= MIN_LINE and code not in IDIOMS:
+                    current.add(code)
+                current.update(_squash(s[1:-1]) for s in STRING.findall(line) if len(s) - 2 >= MIN_STRING)
+    return pieces
+
+
+def _readable_text(path: Path) -> str | None:
+    """A file's text as a reader sees it (a notebook: every cell's source and every output's text); None if binary."""
+    try:
+        text = path.read_text()
+    except (UnicodeDecodeError, OSError):
+        return None
+    if path.suffix == ".ipynb":
+        import json
+
+        strings = []
+
+        def walk(node):
+            if isinstance(node, str):
+                strings.append(node)
+            elif isinstance(node, list) and node and all(isinstance(x, str) for x in node):
+                strings.append("".join(node))  # a multi-line source or output, stored line by line
+            elif isinstance(node, (list, dict)):
+                for child in node.values() if isinstance(node, dict) else node:
+                    walk(child)
+
+        walk(json.loads(text))
+        text = "\n".join(strings)
+    return _squash(html.unescape(text))
+
+
+def _leaks(copy: Path, root: Path) -> list[str]:
+    """'exercise X.Y: <piece> in <file>' for every solution piece found in the student copy at `copy`.
+
+    A piece the student is given anyway (it occurs in the cut sources themselves: in code outside every
+    region, or in a hint) is not a leak.
+    """
+    given = _squash("\n".join(exercises.cut(p.read_text(), p.name)[0] for p in exercises.source_files(root)))
+    pieces = {ex: {p for p in found if p not in given} for ex, found in _solution_fragments(root).items()}
+    texts = {path.relative_to(copy): _readable_text(path) for path in sorted(copy.rglob("*")) if path.is_file()}
+    return [f"exercise {ex}: {piece!r} in {name}" for ex, found in sorted(pieces.items()) for piece in sorted(found)
+            for name, text in texts.items() if text is not None and piece in text]
+
+
+def test_the_leak_check_finds_every_solution_in_the_reference():
+    """The check below is only as good as its pieces: every exercise has some, and each is in the reference."""
+    pieces = _solution_fragments(ROOT)
+    assert sorted(pieces) == sorted(_exercise_ids()), "the leak check reads other exercises than the cut"
+    sources = "\n".join(_squash(p.read_text()) for p in exercises.source_files(ROOT))
+    for ex, found in pieces.items():
+        assert found, f"exercise {ex}: the leak check found no line or string of its solution to look for"
+        assert all(p in sources for p in found), f"exercise {ex}: a piece of its solution is not in the reference"
+
+
+def test_the_student_copy_shows_no_solution_anywhere(tmp_path):
+    """No file of a fresh student copy (code, notebooks with their outputs, lessons, any text) holds a solution."""
+    copy = tmp_path / "student"
+    exercises.write_student_copy(copy)
+    leaks = _leaks(copy, ROOT)
+    assert not leaks, (f"the student copy gives {len(leaks)} pieces of solutions away; cut them, or describe "
+                       "instead of printing them:\n" + "\n".join(leaks))
