@@ -21,6 +21,52 @@ def test_cut_turns_a_region_into_a_stub():
     assert out == "def f(x):\n    raise NotImplementedError('Exercise 9.1: double it')\n\nz = 1\n"
 
 
+def test_cut_keeps_a_hint_of_several_lines_whole():
+    """Every comment line right below the marker goes on with the hint (up to the first line of code)."""
+    text = ("def f(x):\n    # exercise 9.1: double it,\n    # then add 'one'\n    # (\"1\" in words)\n"
+            "    y = 2 * x + 1\n    # a comment of the solution\n    return y\n    # end exercise\n")
+    out, _ = exercises.cut(text)
+    assert out == ('def f(x):\n    raise NotImplementedError(\n        "Exercise 9.1: double it, "\n'
+                   '        "then add \'one\' "\n        "(\\"1\\" in words)"\n    )\n'), out
+    namespace = {}
+    exec(out, namespace)
+    with pytest.raises(NotImplementedError) as err:
+        namespace["f"](1)
+    assert str(err.value) == 'Exercise 9.1: double it, then add \'one\' ("1" in words)'
+    assert "a comment of the solution" not in out
+
+
+def test_exercise_4_1_tells_the_student_the_messages_its_tests_match():
+    hint = _hints(ROOT)["4.1"]
+    for words in ("the adapters are already merged: unmerge() first to merge again",
+                  "no adapters to merge: inject() or load_adapter() first",
+                  "merging {name} gives non-finite weights: the adapter diverged (lower the learning rate or train "
+                  "in float32); nothing was merged"):
+        assert words in hint, f"exercise 4.1's hint does not give the message {words!r}, which its tests match"
+
+
+def test_a_notebook_output_that_shows_a_region_is_cut_like_the_code():
+    """show() in a notebook prints the reference source; in the student copy the output shows the stub."""
+    import json
+
+    source = "def f(x):\n    # exercise 9.1: double it\n    return 2 * x\n    # end exercise\n"
+    shown = {"output_type": "display_data", "metadata": {},
+             "data": {"text/markdown": ["```python\n"] + source.splitlines(keepends=True) + ["```"],
+                      "text/plain": ["<IPython.core.display.Markdown object>"]}}
+    printed = {"output_type": "stream", "name": "stdout", "text": "no region here\n"}
+    nb = {"cells": [{"cell_type": "code", "source": "show(f)", "metadata": {}, "outputs": [shown, printed]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    outputs = json.loads(exercises.cut_notebook(text))["cells"][0]["outputs"]
+    assert "".join(outputs[0]["data"]["text/markdown"]) == (
+        "```python\ndef f(x):\n    raise NotImplementedError('Exercise 9.1: double it')\n```")
+    assert outputs[1] == printed and outputs[0]["data"]["text/plain"] == shown["data"]["text/plain"]
+    assert "".join(json.loads(exercises.cut_notebook(text, solved=9))["cells"][0]["outputs"][0]["data"]["text/markdown"]) == (
+        "```python\ndef f(x):\n    return 2 * x\n```"), "a solved lesson's output keeps the solution, as its code does"
+    plain = json.dumps({**nb, "cells": [{**nb["cells"][0], "outputs": [printed]}]}, indent=1) + "\n"
+    assert exercises.cut_notebook(plain) == plain, "a notebook that shows no region is copied as it is"
+
+
 def test_cut_refuses_an_unclosed_region():
     with pytest.raises(ValueError, match="no '# end exercise' line"):
         exercises.cut("# exercise 9.1: never closed\nx = 1\n")
@@ -174,6 +220,20 @@ def _solution_fragments(root: Path) -> dict[str, set[str]]:
     return pieces
 
 
+def _hints(root: Path) -> dict[str, str]:
+    """{exercise id: its hint}: the marker line and the comment lines right below it, as one line."""
+    hints, current = {}, None
+    for path in exercises.source_files(root):
+        for line in path.read_text().splitlines():
+            if match := exercises.BEGIN.match(line):
+                current, hints[match["id"]] = match["id"], match["hint"]
+            elif current and line.lstrip().startswith("#"):
+                hints[current] += " " + line.lstrip()[1:].strip()
+            else:
+                current = None
+    return hints
+
+
 def _readable_text(path: Path) -> str | None:
     """A file's text as a reader sees it (a notebook: every cell's source and every output's text); None if binary."""
     try:
@@ -202,10 +262,11 @@ def _readable_text(path: Path) -> str | None:
 def _leaks(copy: Path, root: Path) -> list[str]:
     """'exercise X.Y: <piece> in <file>' for every solution piece found in the student copy at `copy`.
 
-    A piece the student is given anyway (it occurs in the cut sources themselves: in code outside every
-    region, or in a hint) is not a leak.
+    A piece the student is given anyway (it occurs in the cut sources themselves, in code outside every
+    region, or in a hint: the marker's comment lines, read as one text) is not a leak.
     """
-    given = _squash("\n".join(exercises.cut(p.read_text(), p.name)[0] for p in exercises.source_files(root)))
+    cut = [exercises.cut(p.read_text(), p.name)[0] for p in exercises.source_files(root)]
+    given = _squash("\n".join(cut + list(_hints(root).values())))
     pieces = {ex: {p for p in found if p not in given} for ex, found in _solution_fragments(root).items()}
     texts = {path.relative_to(copy): _readable_text(path) for path in sorted(copy.rglob("*")) if path.is_file()}
     return [f"exercise {ex}: {piece!r} in {name}" for ex, found in sorted(pieces.items()) for piece in sorted(found)
@@ -229,3 +290,41 @@ def test_the_student_copy_shows_no_solution_anywhere(tmp_path):
     leaks = _leaks(copy, ROOT)
     assert not leaks, (f"the student copy gives {len(leaks)} pieces of solutions away; cut them, or describe "
                        "instead of printing them:\n" + "\n".join(leaks))
+
+
+SHOWN = r'''
+import importlib, inspect, json, re, sys
+from pathlib import Path
+modules = [importlib.import_module(m) for m in ("core.bhra", "lab.spectra")]
+assert all(Path(m.__file__).resolve().is_relative_to(Path.cwd().resolve()) for m in modules), "imported the wrong core"
+wrong, checked = [], 0
+for path in sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for cell in json.loads(path.read_text())["cells"]:
+        call = re.search(r"^show\(([\w, ]+)\)$", "".join(cell["source"]), re.M) if cell["cell_type"] == "code" else None
+        if call:
+            checked += 1
+            objects = [next(getattr(m, n) for m in modules if hasattr(m, n)) for n in call[1].replace(" ", "").split(",")]
+            want = "\n\n".join(f"```python\n{inspect.getsource(o)}```" for o in objects)
+            have = ["".join(o["data"]["text/markdown"]) for o in cell["outputs"] if "text/markdown" in o.get("data", {})]
+            if have != [want]:
+                wrong.append(f"{path.name}: {call[0]}")
+print(json.dumps({"wrong": wrong, "checked": checked}))
+'''
+
+
+@pytest.mark.parametrize("solved", [0, 7])
+def test_the_copy_s_notebooks_show_the_copy_s_own_source(tmp_path, solved):
+    """Each show() output of a student copy's notebook is what show() prints from that copy's own code:
+    the stubs after a fresh cut, the reference once every lesson is solved (the committed outputs)."""
+    import json
+
+    copy = tmp_path / "student"
+    exercises.write_student_copy(copy, solved=solved)
+    env = {**__import__("os").environ, "PYTHONPATH": str(copy)}
+    done = subprocess.run([sys.executable, "-c", SHOWN], cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["checked"] >= 11, f"found {report['checked']} show() cells in the notebooks, expected 11 or more"
+    wrong = report["wrong"]
+    assert not wrong, (f"in a student copy with lessons 1..{solved} solved, these show() outputs differ from the "
+                       "copy's own source:\n" + "\n".join(wrong))
