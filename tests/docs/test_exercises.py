@@ -1,5 +1,7 @@
-"""The exercise cut works: stubs fail their tests in the student copy, the reference passes them."""
+"""The exercise cut works: stubs fail their tests in the student copy, the reference passes them; the copy
+gives no solution away; every exercise test fails with a sentence."""
 
+import ast
 import html
 import re
 import subprocess
@@ -328,3 +330,51 @@ def test_the_copy_s_notebooks_show_the_copy_s_own_source(tmp_path, solved):
     wrong = report["wrong"]
     assert not wrong, (f"in a student copy with lessons 1..{solved} solved, these show() outputs differ from the "
                        "copy's own source:\n" + "\n".join(wrong))
+
+
+# ---------------------------------------------------------------------------------------------
+# Every exercise test fails with a sentence saying what is wrong
+# ---------------------------------------------------------------------------------------------
+
+
+def _exercise_tests() -> list[tuple[Path, ast.FunctionDef, list]]:
+    """(file, test, the module's functions it calls) for every test marked exerciseN, directly or through a
+    parametrize helper that returns pytest.param(..., marks=pytest.mark.exerciseN)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        marking = {name for name, f in functions.items() if re.search(r"mark\.exercise\d", ast.unparse(f))}
+        for name, f in functions.items():
+            decorators = " ".join(ast.unparse(d) for d in f.decorator_list)
+            if name.startswith("test_") and (re.search(r"mark\.exercise\d", decorators)
+                                             or any(f"{m}(" in decorators for m in marking)):
+                called = {c.func.id for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+                found.append((path, f, [functions[c] for c in sorted(called & functions.keys())]))
+    return found
+
+
+def _silent_failures(node) -> list[str]:
+    """The checks in `node` that fail without a sentence: an assert with no message, assert_close with no msg,
+    a bare pytest.raises (its 'DID NOT RAISE' says nothing of the exercise)."""
+    out = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Assert) and sub.msg is None:
+            out.append(f"line {sub.lineno}: assert {ast.unparse(sub.test)} has no message")
+        elif isinstance(sub, ast.Call):
+            name = ast.unparse(sub.func)
+            if name.endswith("assert_close") and not any(k.arg == "msg" for k in sub.keywords):
+                out.append(f"line {sub.lineno}: {name}(...) has no msg")
+            elif name == "pytest.raises":
+                out.append(f"line {sub.lineno}: pytest.raises (use tests.helpers.expect_refusal, which says what was refused)")
+    return out
+
+
+def test_every_exercise_test_fails_with_a_sentence():
+    tests = _exercise_tests()
+    marked = {n for _, f, _ in tests for n in re.findall(r"exercise(\d)", ast.unparse(f))}
+    assert marked >= {str(lesson) for lesson in range(1, 8)}, f"found exercise tests of lessons {sorted(marked)} only"
+    problems = [f"{path.relative_to(ROOT)}::{f.name} ({g.name}) {problem}" for path, f, helpers in tests
+                for g in [f, *helpers] for problem in _silent_failures(g)]
+    assert not problems, ("these checks of exercise tests would fail without saying what is wrong; give each a "
+                          "message that does:\n" + "\n".join(problems))
