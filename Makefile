@@ -89,7 +89,8 @@ clean:
 
 
 # Exercises: a student copy of the repo in student/ (git ignores it) with every marked solution
-# region of core/ replaced by a NotImplementedError stub; then the tests of lesson N against it.
+# region of core/ and lab/ replaced by a NotImplementedError stub (in the notebooks' displayed
+# source too); then the tests of lesson N against it.
 exercises: install
 	$(PY) course/exercises.py student
 

@@ -606,7 +606,12 @@ def trainable_report(model: nn.Module) -> str:
 def merge(model: nn.Module, safe: bool = True) -> nn.Module:
     """Fold every update into a plain nn.Linear (W0 + ΔW). `safe` refuses non-finite weights."""
     # exercise 4.1: build every plain nn.Linear first (layer.merged_weight(), the base's bias), refuse
-    # non-finite weights when safe, then _install them and keep the adapted layers in model.__dict__[_MERGED]
+    # non-finite weights when safe, then _install them and keep the adapted layers in model.__dict__[_MERGED].
+    # Each refusal comes before anything changes, with these words (the tests match them): no adapted layer
+    # left because merge() already ran: RuntimeError 'the adapters are already merged: unmerge() first to
+    # merge again'; no adapted layer at all: RuntimeError 'no adapters to merge: inject() or load_adapter()
+    # first'; layer `name` merges to a non-finite weight (safe only): ValueError f'merging {name} gives
+    # non-finite weights: the adapter diverged (lower the learning rate or train in float32); nothing was merged'
     layers = adapted_layers(model)
     if not layers:
         if hasattr(model, _MERGED):

@@ -3,12 +3,20 @@
 In the reference code a solution region is marked by two comment lines:
 
     # exercise 2.3: <hint shown to the student>
+    # <the hint may go on over the comment lines right below the marker>
     ...solution lines...
     # end exercise
 
 `python course/exercises.py student/` copies the tracked files of the repo into `student/` and
 replaces each region by `raise NotImplementedError("Exercise 2.3: <hint>")` at the marker's
-indentation. Exercise N.k belongs to lesson N; its tests carry `@pytest.mark.exerciseN`.
+indentation (the whole hint: every comment line right below the marker continues it, up to the
+first line of code). Exercise N.k belongs to lesson N; its tests carry `@pytest.mark.exerciseN`.
+
+The committed notebooks display the reference source beside the prose (their `show()` cells), so
+their outputs hold the solutions. In the copy, every output that shows a marked region is cut like
+the code: it then reads as `show()` would print it from the copy's own source (the stub and its hint;
+after `--solved N`, the solution without markers), and re-running the notebook in the copy gives the
+same output. The outputs are rewritten, not stripped: a notebook without outputs reads as a blank page.
 
 `python course/exercises.py student/ --solved 2` keeps the solutions of lessons 1 and 2 (a copy as
 a student has it after finishing lesson 2: notebooks 01 and 02 run to the end in it) and cuts the
@@ -18,6 +26,7 @@ rest. The marked regions live in the Python packages named in SOURCES (the metho
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -28,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("core", "lab")  # the packages whose Python files carry exercise regions
 BEGIN = re.compile(r"^(?P<indent>\s*)# exercise (?P<id>\d+\.\d+): (?P<hint>.+?)\s*$")
 END = re.compile(r"^\s*# end exercise\s*$")
+MORE = re.compile(r"^\s*#\s?(?P<hint>.*?)\s*$")  # a comment line right below the marker: the hint goes on
 
 
 def lesson(exercise_id: str) -> int:
@@ -41,11 +51,11 @@ def cut(text: str, where: str = "<text>", solved: int = 0) -> tuple[str, list[st
     Regions of lessons <= `solved` keep their solution (without the marker lines); the ids returned
     are those of every region found, stubbed or not.
     """
-    out, ids, region = [], [], None
+    out, ids, region, hint = [], [], None, []
     for lineno, line in enumerate(text.splitlines(keepends=True), 1):
         if region is None:
             if match := BEGIN.match(line):
-                region = match
+                region, hint, in_hint = match, [match["hint"]], True
                 ids.append(match["id"])
             else:
                 out.append(line)
@@ -53,14 +63,60 @@ def cut(text: str, where: str = "<text>", solved: int = 0) -> tuple[str, list[st
             raise ValueError(f"{where}:{lineno}: exercise {region['id']} is not closed before the next one opens")
         elif END.match(line):
             if lesson(region["id"]) > solved:
-                message = f"Exercise {region['id']}: {region['hint']}"
-                out.append(f"{region['indent']}raise NotImplementedError({message!r})\n")
+                out.append(stub(region["id"], hint, region["indent"]))
             region = None
-        elif lesson(region["id"]) <= solved:
-            out.append(line)  # a solved lesson: the solution stays
+        elif in_hint and (more := MORE.match(line)):
+            if more["hint"]:
+                hint.append(more["hint"])
+        else:
+            in_hint = False
+            if lesson(region["id"]) <= solved:
+                out.append(line)  # a solved lesson: the solution stays
     if region is not None:
         raise ValueError(f"{where}: exercise {region['id']} has no '# end exercise' line")
     return "".join(out), ids
+
+
+def stub(exercise_id: str, hint: list[str], indent: str) -> str:
+    """The line(s) that replace a region: one raise whose message is the whole hint.
+
+    A one-line hint gives one line; a longer one keeps its lines, as implicitly joined strings.
+    """
+    if len(hint) == 1:
+        return f"{indent}raise NotImplementedError({f'Exercise {exercise_id}: {hint[0]}'!r})\n"
+    parts = [f"Exercise {exercise_id}: {hint[0]}"] + hint[1:]
+    quoted = [_quoted(part + " " if i < len(parts) - 1 else part) for i, part in enumerate(parts)]
+    return f"{indent}raise NotImplementedError(\n" + "".join(f"{indent}    {q}\n" for q in quoted) + f"{indent})\n"
+
+
+def _quoted(text: str) -> str:
+    """A double-quoted Python string literal of `text` (repr would switch quotes from line to line)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cut_notebook(text: str, where: str = "<notebook>", solved: int = 0) -> str:
+    """A notebook's JSON with every output that shows a marked region cut as the code is (see the module's
+    docstring); the cells' sources are left as they are. The same text when no output shows a region."""
+    nb = json.loads(text)
+    changed = False
+
+    def cut_lines(value):
+        nonlocal changed
+        joined = "".join(value) if isinstance(value, list) else value
+        if not any(BEGIN.match(line) for line in joined.splitlines()):
+            return value
+        changed = True
+        new = cut(joined, where, solved)[0]
+        return new.splitlines(keepends=True) if isinstance(value, list) else new
+
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            if "text" in output:  # a stream: print()
+                output["text"] = cut_lines(output["text"])
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, (str, list)):
+                    output["data"][mime] = cut_lines(value)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n" if changed else text
 
 
 def tracked_files(root: Path) -> list[Path]:
@@ -81,7 +137,8 @@ def source_files(root: Path = ROOT) -> list[Path]:
 
 def write_student_copy(dest: Path, root: Path = ROOT, solved: int = 0) -> list[str]:
     """Copy the repo's tracked files to `dest`, cutting the exercises of lessons > `solved` out of the
-    Python files of the SOURCES packages; return the ids of the exercises cut."""
+    Python files of the SOURCES packages and out of the notebooks' outputs that show them; return the
+    ids of the exercises cut."""
     dest = Path(dest).resolve()
     if dest == root or dest in root.parents:
         raise ValueError(f"refusing to write the student copy over the repo itself ({dest})")
@@ -95,6 +152,8 @@ def write_student_copy(dest: Path, root: Path = ROOT, solved: int = 0) -> list[s
             text, found = cut(src.read_text(), str(src.relative_to(root)), solved)
             target.write_text(text)
             ids += [i for i in found if lesson(i) > solved]
+        elif src.suffix == ".ipynb":
+            target.write_text(cut_notebook(src.read_text(), str(src.relative_to(root)), solved))
         else:
             shutil.copy2(src, target)
     return ids

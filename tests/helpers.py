@@ -8,10 +8,13 @@ runs in well under a minute on two CPU cores.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -117,12 +120,28 @@ def snapshot(model: nn.Module) -> dict:
 
 def assert_unchanged(model: nn.Module, before: dict):
     after = snapshot(model)
-    assert after["types"] == before["types"], "module tree changed"
-    assert after["grad"] == before["grad"], "requires_grad flags changed"
-    assert after["attrs"] == before["attrs"], "model attributes changed"
-    assert after["state"].keys() == before["state"].keys(), "state_dict keys changed"
+    """The model is as it was: a call that refuses must change nothing."""
+    assert after["types"] == before["types"], "the module tree changed: a refusal must leave every layer in place"
+    assert after["grad"] == before["grad"], "requires_grad flags changed: a refusal must leave them as they were"
+    assert after["attrs"] == before["attrs"], "the model's attributes changed: a refusal must leave them as they were"
+    assert after["state"].keys() == before["state"].keys(), "the state_dict's keys changed: a refusal must change nothing"
     for k, v in before["state"].items():
-        torch.testing.assert_close(after["state"][k], v, rtol=0, atol=0, equal_nan=True, msg=f"{k} changed")
+        torch.testing.assert_close(after["state"][k], v, rtol=0, atol=0, equal_nan=True,
+                                   msg=f"{k} changed: a refusal must leave every tensor as it was")
+
+
+@contextmanager
+def expect_refusal(error: type[Exception], match: str, what: str):
+    """pytest.raises for the exercises, failing with a sentence: `what` must raise `error`, its message
+    matching the regex `match` (any other exception goes through as it is: a stub's, or a bug's)."""
+    try:
+        yield
+    except error as err:
+        if not re.search(match, str(err)):
+            pytest.fail(f"{what} raises {error.__name__} as it should, but its message {str(err)!r} does not "
+                        f"match {match!r} (the words are in the exercise's hint)", pytrace=False)
+    else:
+        pytest.fail(f"{what} should raise {error.__name__} (a message matching {match!r}), but it returned", pytrace=False)
 
 
 def save_tiny_llama(folder, records: list[dict]) -> None:

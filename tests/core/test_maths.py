@@ -108,7 +108,7 @@ def test_blocks_and_unblocks_are_inverse_and_cut_a_grid():
         ("the grid axes are swapped, '-> j i p q': block (i, j) lands at [j, i]", rearrange(W, "(i p) (j q) -> j i p q", i=2, j=2)),
         ("the block axes are swapped, '-> i j q p': each block is transposed", rearrange(W, "(i p) (j q) -> i j q p", i=2, j=2)),
     ])
-    assert torch.equal(unblocks(Wb), W)
+    assert torch.equal(unblocks(Wb), W), "unblocks(blocks(W, 2)) should give W back: blocks is the inverse of unblocks"
 
 
 @pytest.mark.exercise1
@@ -119,7 +119,7 @@ def test_bhra_with_one_block_is_hira():
     with torch.no_grad():
         bhra.B.copy_(rearrange(hira.B, "m r -> 1 1 m r"))
         bhra.A.copy_(rearrange(hira.A, "r n -> 1 1 r n"))
-    assert torch.equal(bhra.W0, hira.W0)
+    assert torch.equal(bhra.W0, hira.W0), "the test builds both layers on the same W0, but their W0 differ"
     expect_close(bhra.delta_weight(), hira.delta_weight(), "BHRA with b = 1 should equal HiRA, ΔW = s·W0 ⊙ (B A) "
                  "(check bhra_delta: W0 times block_product(B, A), times s; and block_product: B_ij @ A_ij per block)",
                  mistakes=[("bhra_delta leaves out W0: it returns s·B A, LoRA's update", (hira.B @ hira.A).detach())])
@@ -138,7 +138,8 @@ def test_bhra_on_all_ones_is_gralora_with_k_equal_b():
     with torch.no_grad():
         gra.B.copy_(bhra.B)
         gra.A.copy_(bhra.A)
-    assert scaling(bhra.cfg) == scaling(gra.cfg) == 1.0
+    assert scaling(bhra.cfg) == scaling(gra.cfg) == 1.0, (
+        f"BHRA's scale and GraLoRA's with α = r should both be 1, got {scaling(bhra.cfg)} and {scaling(gra.cfg)}")
     expect_close(bhra.delta_weight(), gra.delta_weight(), "BHRA on an all-ones W0 should equal GraLoRA with k = b "
                  "(every block a plain B_ij A_ij)")
     expect_close(bhra_delta(ones, bhra.B, bhra.A, 0.7), gralora_delta(bhra.B, bhra.A, 0.7),
@@ -221,7 +222,8 @@ def test_pure_updates_match_their_formulas():
         ("the scale s is forgotten (the result is 1/0.7 too large)", W0 * (B @ A)),
         ("W0 is left out: that is LoRA's update s·B A", s * B @ A)])
     V = W0 + s * B @ A
-    torch.testing.assert_close(dora_delta(W0, B, A, mag, s), mag[:, None] * V / V.norm(dim=1, keepdim=True) - W0, **F64)
+    expect_close(dora_delta(W0, B, A, mag, s), mag[:, None] * V / V.norm(dim=1, keepdim=True) - W0,
+                 "dora_delta should be mag ⊙ V/‖V‖_row − W0 with V = W0 + s·B A (it calls lora_delta, Exercise 1.1)")
 
 
 @pytest.mark.parametrize(
@@ -318,7 +320,8 @@ def test_lean_block_hadamard_linear_matches_the_autograd_reference(b, T):
     lean = _bhra_inputs(b=b, m=4 * b, n=2 * b, T=T)
     ref = [v.detach().clone().requires_grad_() for v in lean]
     y_lean, y_ref = block_hadamard_linear(*lean, 0.6), block_hadamard_linear_reference(*ref, 0.6)
-    torch.testing.assert_close(y_lean, y_ref, **F64)
+    expect_close(y_lean, y_ref, "the lean forward should equal the reference forward (the forward is not the exercise: "
+                 "check blocks and block_product, Exercises 1.4 and 1.5)")
     g = torch.randn_like(y_ref)
     y_lean.backward(g)
     y_ref.backward(g)

@@ -7,7 +7,7 @@ import torch
 
 from core.bhra import AdaptedLinear, adapted_layers, merge, merge_and_unload, unmerge
 from tests.helpers import (KINDS, METHODS, MLP_TARGETS, MODELS, adapted, adapted_mlp, assert_unchanged, base_weights,
-                           blocknorm_mlp, factor_parameters, make_mlp, model_input, run, snapshot)
+                           blocknorm_mlp, expect_refusal, factor_parameters, make_mlp, model_input, run, snapshot)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -27,8 +27,11 @@ def test_merged_output_equals_unmerged(method, kind):
     y_base = run(MODELS[kind][0](), inputs)
     assert (y - y_base).abs().max() > 1e-3, "random factors should change the output"
     merge(model)
-    assert not adapted_layers(model)
-    torch.testing.assert_close(run(model, inputs), y)
+    left = [name for name, _ in adapted_layers(model)]
+    assert not left, f"after merge() no adapted layer should be left, but {left} still are: _install a plain nn.Linear for each"
+    torch.testing.assert_close(run(model, inputs), y, msg=lambda detail: (
+        f"the merged {method} model should compute what the adapted one did: each plain nn.Linear needs "
+        f"layer.merged_weight() (W0 + ΔW) and the base's bias. {detail}"))
 
 
 @pytest.mark.exercise4
@@ -41,10 +44,13 @@ def test_unmerge_restores_w0_bit_exactly(method, kind):
     merge(model)
     unmerge(model)
     layers = dict(adapted_layers(model))
-    assert layers.keys() == W0.keys()
+    assert layers.keys() == W0.keys(), (
+        f"unmerge() should put back the adapted layers {sorted(W0)}, got {sorted(layers)}: merge() must keep "
+        "them in model.__dict__[_MERGED]")
     for name, layer in layers.items():
         assert torch.equal(layer.W0, W0[name]), f"{name}: W0 changed by merge/unmerge"
-    assert torch.equal(run(model, inputs), y)
+    assert torch.equal(run(model, inputs), y), (
+        f"after merge() and unmerge() the {method} model should compute exactly what it did before")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -107,7 +113,7 @@ def test_the_ablation_merged_equals_unmerged_and_unmerge_restores_w0():
 def test_merging_twice_is_refused(method):
     model = merge(adapted(method, "mlp"))
     before = snapshot(model)
-    with pytest.raises(RuntimeError, match="already merged.*unmerge"):
+    with expect_refusal(RuntimeError, "already merged.*unmerge", "merging a model that is already merged"):
         merge(model)
     assert_unchanged(model, before)
 
@@ -121,10 +127,12 @@ def test_safe_merge_refuses_non_finite_weights_and_changes_nothing(method, bad):
     with torch.no_grad():
         next(iter(factor_parameters(layer).values()))[0].fill_(bad)
     before = snapshot(model)
-    with pytest.raises(ValueError, match=f"{name}.*non-finite.*nothing was merged"):
+    with expect_refusal(ValueError, f"{name}.*non-finite.*nothing was merged", f"a safe merge with a {bad} in {name}"):
         merge(model, safe=True)
     assert_unchanged(model, before)
-    assert all(isinstance(model.get_submodule(n), AdaptedLinear) for n in ("fc1", "fc2"))
+    assert all(isinstance(model.get_submodule(n), AdaptedLinear) for n in ("fc1", "fc2")), (
+        "a refused merge should leave every adapted layer in place: build and check all the plain layers "
+        "before installing any")
 
 
 def test_unsafe_merge_lets_non_finite_weights_through():

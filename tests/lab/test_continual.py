@@ -41,38 +41,59 @@ def test_frontier_is_mean_and_std_over_seeds():
 def test_matched_retention_interpolates_along_each_frontier():
     s = summarize(TABLE)
     # the common level: the highest plasticity both mean frontiers reach = min(60, 40)
-    assert s.level == pytest.approx(40)
+    assert s.level == pytest.approx(40), (
+        f"the common level should be 40, the highest plasticity both frontiers reach, got {s.level}")
     m = s.matched.set_index("method")
     # lora: 40 lies between P̄ = 25 and 60, w = 15/35 = 3/7; per seed (1-w)·R(1e-3) + w·R(1e-2):
     # seed 0: 4/7·60 + 3/7·30 = 330/7, seed 1: 4/7·70 + 3/7·40 = 400/7
-    assert m.loc["lora", "w"] == pytest.approx(3 / 7)
-    assert m.loc["lora", "retention_mean"] == pytest.approx(365 / 7)
-    assert m.loc["lora", "retention_std"] == pytest.approx((70 / 7) / math.sqrt(2))
+    assert m.loc["lora", "w"] == pytest.approx(3 / 7), (
+        f"level 40 lies between lora's plasticities 25 and 60, so _bracket's weight should be 15/35 = 3/7, "
+        f"got {m.loc['lora', 'w']} (Exercise 6.1)")
+    assert m.loc["lora", "retention_mean"] == pytest.approx(365 / 7), (
+        f"lora's matched retention should be the weighted mean of its neighbours, 365/7, got "
+        f"{m.loc['lora', 'retention_mean']} (Exercise 6.1: the neighbours of the level and the linear weight)")
+    assert m.loc["lora", "retention_std"] == pytest.approx((70 / 7) / math.sqrt(2)), (
+        f"lora's matched retention per seed is 330/7 and 400/7, so its std should be 10/√2, got {m.loc['lora', 'retention_std']}")
     # bhra reaches 40 exactly at its top point: retention 70, 60
-    assert m.loc["bhra", "retention_mean"] == pytest.approx(65)
-    assert m.loc["bhra", "retention_std"] == pytest.approx(10 / math.sqrt(2))
+    assert m.loc["bhra", "retention_mean"] == pytest.approx(65), (
+        f"bhra reaches the level at its top point, whose retention is 65, got {m.loc['bhra', 'retention_mean']} "
+        "(Exercise 6.1: a level equal to a point takes that point, weight 0)")
+    assert m.loc["bhra", "retention_std"] == pytest.approx(10 / math.sqrt(2)), (
+        f"bhra's retention at its top point is 70 and 60, so its std should be 10/√2, got {m.loc['bhra', 'retention_std']}")
     # with only lora as additive control, the additive mean is lora's, and the gap is paired by seed:
     # seed 0: 70 − 330/7 = 160/7, seed 1: 60 − 400/7 = 20/7
-    assert s.additive_methods == ("lora",)
-    assert s.additive[0] == pytest.approx(365 / 7)
+    assert s.additive_methods == ("lora",), (
+        f"only lora is an additive control in this table, got {s.additive_methods} (Exercise 6.2: the controls present)")
+    assert s.additive[0] == pytest.approx(365 / 7), (
+        f"with lora the only control, the additive mean should be lora's matched retention, 365/7, got {s.additive[0]} (Exercise 6.2)")
     # gap: the mean of 160/7 and 20/7 = 90/7; their difference is 20, so s = 20/√2, and with two seeds the
     # 95 % half-width is t(0.975, 1) · s / √2 = 12.706 · 10
-    assert s.gap("bhra").mean == pytest.approx(90 / 7)
-    assert m.loc["bhra", "gap_std"] == pytest.approx(20 / math.sqrt(2))
-    assert s.gap("bhra").half == pytest.approx(127.06)
-    assert s.gap("bhra").n == 2
-    assert s.verdict("bhra") == "too few seeds"  # two seeds: no verdict
-    assert s.gap("lora").mean == pytest.approx(0)
+    assert s.gap("bhra").mean == pytest.approx(90 / 7), (
+        f"bhra's gap, paired by seed (160/7 and 20/7), should have mean 90/7, got {s.gap('bhra').mean} (Exercise 6.2: "
+        "the additive mean per seed)")
+    assert m.loc["bhra", "gap_std"] == pytest.approx(20 / math.sqrt(2)), (
+        f"bhra's per-seed gaps differ by 20, so their std should be 20/√2, got {m.loc['bhra', 'gap_std']}")
+    assert s.gap("bhra").half == pytest.approx(127.06), (
+        f"with two seeds the 95 % half-width should be t(0.975, 1)·s/√2 = 127.06, got {s.gap('bhra').half}")
+    assert s.gap("bhra").n == 2, f"bhra's gap should be paired over the 2 seeds, got {s.gap('bhra').n}"
+    assert s.verdict("bhra") == "too few seeds", f"two seeds give no verdict ('too few seeds'), got {s.verdict('bhra')!r}"
+    assert s.gap("lora").mean == pytest.approx(0), (
+        f"lora is the only control, so its own gap should be 0, got {s.gap('lora').mean} (Exercise 6.2: per seed, not pooled)")
 
 
 @pytest.mark.exercise6
 def test_level_outside_a_frontier_gives_nan_not_extrapolation():
     s = summarize(TABLE, level=50)  # above bhra's highest plasticity (40)
     m = s.matched.set_index("method")
-    assert math.isnan(m.loc["bhra", "retention_mean"])
-    assert m.loc["lora", "retention_mean"] == pytest.approx(65 - 30 * (25 / 35))
-    assert math.isnan(s.gap("bhra").mean)
-    assert math.isnan(summarize(TABLE, level=5).matched.set_index("method").loc["lora", "retention_mean"])
+    assert math.isnan(m.loc["bhra", "retention_mean"]), (
+        f"level 50 is above bhra's highest plasticity (40): its matched retention should be NaN, got "
+        f"{m.loc['bhra', 'retention_mean']} (Exercise 6.1: None outside [p[0], p[-1]], no extrapolation)")
+    assert m.loc["lora", "retention_mean"] == pytest.approx(65 - 30 * (25 / 35)), (
+        f"level 50 lies inside lora's frontier (25 to 60): its matched retention should be 65 − 30·25/35, got "
+        f"{m.loc['lora', 'retention_mean']} (Exercise 6.1)")
+    assert math.isnan(s.gap("bhra").mean), f"without a matched retention bhra's gap should be NaN, got {s.gap('bhra').mean}"
+    assert math.isnan(summarize(TABLE, level=5).matched.set_index("method").loc["lora", "retention_mean"]), (
+        "level 5 is below lora's lowest plasticity (25): its matched retention should be NaN (Exercise 6.1: no extrapolation)")
 
 
 @pytest.mark.exercise6
@@ -85,17 +106,26 @@ def test_additive_control_mean_averages_the_three_controls_per_seed():
     t += rows("bhra", {1e-3: [(0, 90, 75, 50), (1, 90, 85, 50)]})  # one point exactly at the level: 75, 85
     s = summarize(t, level=50)
     m = s.matched.set_index("method")
-    assert m.loc["gralora", "retention_mean"] == pytest.approx(45)
-    assert m.loc["abba", "retention_mean"] == pytest.approx(49)
+    assert m.loc["gralora", "retention_mean"] == pytest.approx(45), (
+        f"gralora's matched retention at w = 1/2 should be 45, got {m.loc['gralora', 'retention_mean']} (Exercise 6.1)")
+    assert m.loc["abba", "retention_mean"] == pytest.approx(49), (
+        f"abba's matched retention at w = 1/2 should be 49, got {m.loc['abba', 'retention_mean']} (Exercise 6.1)")
     # per seed: (70 + 45 + 55)/3 = 170/3 and (60 + 45 + 43)/3 = 148/3
-    assert s.additive_methods == ("lora", "gralora", "abba")
-    assert s.additive[0] == pytest.approx(159 / 3)
-    assert s.additive[1] == pytest.approx((22 / 3) / math.sqrt(2))
+    assert s.additive_methods == ("lora", "gralora", "abba"), (
+        f"the three additive controls are present, in the order of ADDITIVE, got {s.additive_methods} (Exercise 6.2)")
+    assert s.additive[0] == pytest.approx(159 / 3), (
+        f"the additive mean should be the mean over seeds of the per-seed mean of the controls, 159/3, got "
+        f"{s.additive[0]} (Exercise 6.2)")
+    assert s.additive[1] == pytest.approx((22 / 3) / math.sqrt(2)), (
+        f"the per-seed additive means are 170/3 and 148/3, so their std should be (22/3)/√2, got {s.additive[1]} "
+        "(Exercise 6.2: the std of the per-seed means, with _std)")
     # bhra − additive: 75 − 170/3 = 55/3, 85 − 148/3 = 107/3
-    assert s.gap("bhra").mean == pytest.approx(81 / 3)
-    assert m.loc["bhra", "gap_std"] == pytest.approx((52 / 3) / math.sqrt(2))
+    assert s.gap("bhra").mean == pytest.approx(81 / 3), (
+        f"bhra's gap to the per-seed additive mean should be 81/3, got {s.gap('bhra').mean} (Exercise 6.2)")
+    assert m.loc["bhra", "gap_std"] == pytest.approx((52 / 3) / math.sqrt(2)), (
+        f"bhra's per-seed gaps are 55/3 and 107/3, so their std should be (52/3)/√2, got {m.loc['bhra', 'gap_std']}")
     # the default level: every frontier's top is 60 except bhra's (50)
-    assert summarize(t).level == pytest.approx(50)
+    assert summarize(t).level == pytest.approx(50), "the default level should be 50, the lowest top of the frontiers (bhra's)"
 
 
 @pytest.mark.exercise6
@@ -106,9 +136,14 @@ def test_matched_retention_uses_the_non_dominated_envelope():
     t = rows("lora", {1: [(0, 90, 80, 20)], 2: [(0, 90, 50, 30)], 3: [(0, 90, 60, 40)]})
     s = summarize(t, level=30)
     f = s.frontier.set_index("lr")
-    assert list(f["on_envelope"]) == [True, False, True]
-    assert s.matched.set_index("method").loc["lora", "retention_mean"] == pytest.approx(70)
-    assert s.level == 30 and summarize(t).level == pytest.approx(40)
+    assert list(f["on_envelope"]) == [True, False, True], (
+        f"(30, 50) is dominated by (40, 60), so only the first and last points are on the envelope, got {list(f['on_envelope'])}")
+    assert s.matched.set_index("method").loc["lora", "retention_mean"] == pytest.approx(70), (
+        "at level 30 the envelope runs from (20, 80) to (40, 60), so the matched retention should be 70 "
+        "(Exercise 6.1: the neighbours of the level on the envelope, not on every point)")
+    assert s.level == 30 and summarize(t).level == pytest.approx(40), (
+        f"the level should be the one asked for (30), and by default the frontier's top (40); got {s.level} and "
+        f"{summarize(t).level}")
 
 
 def test_the_claim_is_untestable_where_the_level_does_not_clear_b_s_majority_answer():
@@ -139,10 +174,13 @@ def test_level_is_fixed_by_the_additive_controls_and_bhra():
     t = TABLE + rows("hira", {1e-3: [(0, 90, 80, 10), (1, 90, 80, 10)], 1e-2: [(0, 90, 50, 30), (1, 90, 50, 30)]})
     t += rows(ABLATION, {1e-3: [(0, 90, 80, 20), (1, 90, 80, 20)]})
     s = summarize(t)
-    assert s.level == pytest.approx(40)
-    assert s.level_methods == ("lora", "bhra")
+    assert s.level == pytest.approx(40), (
+        f"the level should be 40, fixed by lora and bhra alone (HiRA and the ablation are not in LEVEL_METHODS), got {s.level}")
+    assert s.level_methods == ("lora", "bhra"), f"the level should be fixed by lora and bhra, got {s.level_methods}"
     m = s.matched.set_index("method")
-    assert math.isnan(m.loc["hira", "retention_mean"]) and math.isnan(m.loc[ABLATION, "retention_mean"])
+    assert math.isnan(m.loc["hira", "retention_mean"]) and math.isnan(m.loc[ABLATION, "retention_mean"]), (
+        "the level 40 is beyond HiRA's and the ablation's envelopes: their matched retention should be NaN "
+        "(Exercise 6.1: no extrapolation)")
 
 
 def test_sensitivity_recomputes_the_gap_at_offsets_of_the_level():

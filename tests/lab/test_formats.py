@@ -228,7 +228,9 @@ def test_download_hints_name_the_command():
     ("openbookqa", "", ""),
 ])
 def test_commonsense_extraction(task, text, want):
-    assert lab.extract_answer(task, text) == want
+    got = lab.extract_answer(task, text)
+    assert got == want, (f"extract_answer({task!r}, {text!r}) should be {want!r} (the first match of the task's "
+                         f"pattern in COMMONSENSE_TASKS, '' if none), got {got!r}")
 
 
 @pytest.mark.exercise5
@@ -240,14 +242,17 @@ def test_commonsense_extraction(task, text, want):
     ("no number", float("inf")),
 ])
 def test_number_extraction(text, want):
-    assert lab.extract_number(text) == want
+    got = lab.extract_number(text)
+    assert got == want, (f"extract_number({text!r}) should be {want!r} (commas removed, the last signed or decimal "
+                         f"number, inf if none), got {got!r}")
 
 
 @pytest.mark.exercise5
 def test_arithmetic_correctness_tolerance():
-    assert lab.is_correct("gsm8k", "The answer is 7.0005", "7")
-    assert not lab.is_correct("gsm8k", "The answer is 7.01", "7")
-    assert not lab.is_correct("gsm8k", "I cannot say", "7")
+    assert lab.is_correct("gsm8k", "The answer is 7.0005", "7"), "7.0005 is within 1e-3 of 7: it should count as correct"
+    assert not lab.is_correct("gsm8k", "The answer is 7.01", "7"), "7.01 is 0.01 from 7: it should count as wrong"
+    assert not lab.is_correct("gsm8k", "I cannot say", "7"), (
+        "a text without a number should count as wrong (extract_number gives inf when it finds none)")
 
 
 # ---------------------------------------------------------------------------------------------
