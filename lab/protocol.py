@@ -41,7 +41,8 @@ def _dropout_departs(cfg: RunConfig) -> str:
 
 def _lr_departs(cfg: RunConfig) -> str:
     if cfg.profile == "offline":
-        return "rates tuned on the small offline model (config.LEARNING_RATES), not the published ones"
+        return ("set by hand on the small offline model, then LoRA's, DoRA's, GraLoRA's and BHRA's cut to a third so that "
+                "notebook 06's plasticity assertion holds (lab/config.py, benchmarks/README.md); not the published ones")
     ref = PRACTICE_LR.get(cfg.method)
     if ref is None:
         return f"no published commonsense rate for {cfg.method} was checked; config.LEARNING_RATES' choice"

@@ -9,7 +9,8 @@
 # 4. count the parameters of every method and see that BHRA's $b \cdot r_b (m+n)$ is LoRA's $r(m+n)$.
 #
 # **What it shows.** On a $512 \times 512$ layer at the budget of a rank-32 LoRA, LoRA's update stays at rank $r$,
-# ABBA's reaches $r^2/4$ and GraLoRA's $k\,r$, while HiRA and BHRA reach full rank when $W_0$ is full rank.
+# ABBA's reaches $r^2/4$ and GraLoRA's $k\,r$, while HiRA and BHRA reach full rank when $W_0$ is full rank, so on a full-rank $W_0$
+# rank cannot tell HiRA and BHRA apart.
 # When $W_0$ itself has low rank $r_0$, HiRA collapses to $r_0 \cdot r$, but BHRA keeps up to $b \cdot r_0 \cdot r$:
 # the blocks, not only the Hadamard product, carry the rank. A plot of every bound against the budget $r$ and the grid $b$ closes the
 # argument. Each formula is shown next to the core's own code for it (`core/bhra.py`), and each table is measured, not typed.
@@ -39,7 +40,7 @@ from torch import nn
 
 from core.bhra import (
     LAYERS, METHODS, AdapterConfig, bhra_delta, block_product, blocks, gralora_delta,
-    hira_delta, khatri_rao, lora_delta, numeric_rank, rank_bound,
+    hira_delta, khatri_rao, lora_delta, numeric_rank, rank_bound, stable_rank,
 )
 
 torch.manual_seed(0)
@@ -215,13 +216,14 @@ def random_update(meth, extra, W0, seed):
     return cfg, layer.delta_weight().detach()
 
 
-results, spectra = {}, {}
+results, spectra, stable = {}, {}, {}
 for wname, W0 in W0s.items():
     for meth, extra in variants:
         label = meth + (f" k={extra['k']}" if extra else "")
         cfg, dW = random_update(meth, extra, W0, seed=4)
         results[wname, label] = (rank_bound(cfg, W0), numeric_rank(dW))
         spectra[wname, label] = torch.linalg.svdvals(dW)
+        stable[wname, label] = stable_rank(dW)       # ‖ΔW‖_F² / ‖ΔW‖_2²
 labels = [meth + (f" k={extra['k']}" if extra else "") for meth, extra in variants]
 
 # %%
@@ -259,6 +261,23 @@ assert results["rank 4", "bhra"][1] == min(8 * 4 * 32, 512)
 #   and the $b$ block rows stack to $b\cdot r_0\cdot r$, the paper's bound (the table's rank-1 column). With a rank-4 $W_0$ the same count exceeds the
 #   matrix size, and BHRA is full rank where HiRA is not.
 #
+# **The practical consequence.** On a full-rank $W_0$, the usual case for a pre-trained layer whose spectrum does not vanish,
+# HiRA and BHRA reach the same ceiling, $\min(m, n)$: **rank cannot tell HiRA from BHRA there**. Whatever separates the two on such a
+# layer must be something other than rank: *which* full-rank updates each can reach (notebook 02) and how training moves the factors
+# (notebook 03). The rank argument separates them only where the blocks of $W_0$ have low rank.
+#
+# Numeric rank counts every direction with a non-zero singular value, however small. The **stable rank**
+# $\lVert\Delta W\rVert_F^2 / \lVert\Delta W\rVert_2^2$ (the core's `stable_rank`) counts how many directions carry the energy, so it asks the same
+# question less generously. It is printed here, not asserted: it depends on the random draw.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("stable rank of W0:", {w: round(stable_rank(W0), 1) for w, W0 in W0s.items()})
+print(f"{'method':>11} | " + " | ".join(f"{w + ': numeric / stable':>23}" for w in W0s))
+for label in labels:
+    print(f"{label:>11} | " + " | ".join(f"{results[w, label][1]:>13} / {stable[w, label]:>7.1f}" for w in W0s))
+
+# %% [markdown]
 # The spectra make the same point visually (singular values normalised by the largest one; the curves drop to round-off at the rank):
 
 # %%
@@ -372,20 +391,52 @@ Bg, Ag = torch.randn(4, 4, m // 4, 2, generator=gen), torch.randn(4, 4, 2, n // 
 assert torch.allclose(bhra_delta(torch.ones(m, n), Bg, Ag, 1.0), gralora_delta(Bg, Ag, 1.0), atol=1e-12)
 print("BHRA(b=1) == HiRA and BHRA(W0=1) == GraLoRA(k=b): ok")
 
+
 # %% [markdown]
-# ## Summary
+# ## Conclusions
 #
-# * $\operatorname{rank}(P\odot Q) \le \operatorname{rank}(P)\operatorname{rank}(Q)$ because $P \odot Q$ is a submatrix of $P \otimes Q$; for generic
-#   factors it is reached (up to the matrix size), for related factors ($P \odot P$) it is not.
-# * At the budget of a rank-32 LoRA on a $512\times512$ layer, the measured ranks (section 3's table) were LoRA's $r$, GraLoRA's $k\,r$, ABBA's
-#   $r^2/4$, and full rank for HiRA and BHRA on a Gaussian $W_0$. Every measured rank equalled the core's `rank_bound`, here and at every point of
-#   the sweep over $r$ and $b$.
-# * The $W_0$-coupled methods inherit $W_0$'s rank: HiRA falls to $r_0\cdot r$ (32 for a rank-1 $W_0$, i.e. LoRA), BHRA to $b\cdot r_0\cdot r$,
-#   because each block has its own factors.
-# * All methods train $r(m+n)$ parameters (DoRA $+m$); BHRA's $b\,r_b(m+n)$ is the same number.
-# * Rank is a ceiling, not a guarantee of quality: notebook 02 fits targets, and shows that reaching an exactly representable target
-#   by gradient descent is a separate question.
-#
+# Written by the next cell from the measurements of sections 1 to 4, so that no number here is typed by hand.
+
+# %%
+def conclusions():
+    # the closing sentences, each from a measurement above; nothing typed in by hand
+    full = min(W0s["gaussian"].shape)
+    num = {key: measured for key, (_, measured) in results.items()}
+    h, bh = num["gaussian", "hira"], num["gaussian", "bhra"]
+    sh, sbh = stable["gaussian", "hira"], stable["gaussian", "bhra"]
+    close = abs(sh - sbh) <= 0.1 * max(sh, sbh)
+    # the sentences below rely on these measurements
+    assert all(len({num[w, lab] for w in W0s}) == 1 for lab in ("lora", "gralora k=2", "gralora k=8", "abba"))
+    assert by_grid["bhra", 1][0] == by_grid["hira", 1][0]
+    assert num["rank 1", "hira"] == num["rank 1", "lora"]
+    out = ["**What the rank argument shows.** Every measured rank equalled the core's `rank_bound`, on the three $W_0$ of section 3 "
+           f"and at all {len(by_budget) + len(by_grid)} points of the sweep: the bounds are ceilings that generic factors reach. "
+           f"At the budget of a rank-32 LoRA on a {full}×{full} layer, LoRA stayed at {num['gaussian', 'lora']}, GraLoRA reached "
+           f"{num['gaussian', 'gralora k=2']} ($k = 2$) and {num['gaussian', 'gralora k=8']} ($k = 8$), ABBA {num['gaussian', 'abba']}, "
+           "whatever $W_0$ was."]
+    if h == bh == full:
+        out.append(f"**On a full-rank $W_0$, rank cannot tell HiRA and BHRA apart.** On the Gaussian $W_0$ both reached full rank, {h} of {full}; "
+                   f"their stable ranks were {sh:.0f} (HiRA) and {sbh:.0f} (BHRA), "
+                   + ("within 10% of each other, so the softer measure cannot tell them apart either." if close else
+                      f"{'BHRA' if sbh > sh else 'HiRA'}'s the higher, for these random factors.")
+                   + " On such a layer, a difference between the two must come from something other than rank.")
+    else:
+        out.append(f"On the Gaussian $W_0$ HiRA reached rank {h} and BHRA {bh}, of {full}.")
+    out.append(f"**Where $W_0$ limits, the blocks matter.** With a rank-1 $W_0$, HiRA fell to {num['rank 1', 'hira']}, LoRA's "
+               f"{num['rank 1', 'lora']}, while BHRA kept {num['rank 1', 'bhra']} = $b \cdot r_0 \cdot r$; with a rank-4 $W_0$, HiRA "
+               f"{num['rank 4', 'hira']} and BHRA {num['rank 4', 'bhra']}. In the sweep, BHRA's bound equalled HiRA's at $b = 1$ "
+               f"({by_grid['bhra', 1][0]}) and reached {max(by_grid['bhra', g][0] for g in grids)} as $b$ grew, at the same parameter count. "
+               "The paper's rank claim for BHRA over HiRA holds, and it is a claim about low-rank blocks of $W_0$.")
+    out.append("**What cannot be concluded here.** The factors are random, not trained: a ceiling says what an update *could* reach, not what "
+               "training uses (notebook 07 measures trained updates), and a full-rank update set is still a thin set of dimension at most "
+               "$r(m + n)$, so rank says nothing about whether the update a task needs is in it (notebook 02). Every method trained the same "
+               "$r(m + n)$ parameters (DoRA its $m$ magnitudes more), so none of these differences is bought with parameters.")
+    return "\n\n".join(out)
+
+
+display(Markdown(conclusions()))
+
+# %% [markdown]
 # ## Questions for the reader
 #
 # 1. A pre-trained layer has a fast-decaying spectrum: its numeric rank is full, but its stable rank may be 10. Which of the bounds above
