@@ -24,11 +24,16 @@ def layer_updates(model, base=None) -> list[tuple[str, torch.Tensor, torch.Tenso
                 for name, layer in adapted_layers(model)]
     tuned = dict(model.named_modules())
     out = []
-    for name, mod in base.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in TARGETS_ALL:
-            W0 = mod.weight.detach().float()
-            out.append((name, tuned[name].weight.detach().float() - W0, W0))
+    for name, mod in target_linears(base):
+        W0 = mod.weight.detach().float()
+        out.append((name, tuned[name].weight.detach().float() - W0, W0))
     return out
+
+
+def target_linears(model) -> list[tuple[str, torch.nn.Linear]]:
+    """[(name, layer)] of a plain model's nn.Linear layers that the adapters can target (TARGETS_ALL)."""
+    return [(name, mod) for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in TARGETS_ALL]
 
 
 def update_measures(updates, g: int, threshold: float = 0.005):
@@ -55,20 +60,19 @@ def normalised_spectra(updates, k: int | None = None) -> np.ndarray:
     return out
 
 
-def q4_group_steps(W: torch.Tensor, group: int = 32) -> torch.Tensor:
-    """(m, n) the Q4_1 step d of the group each weight of a de-quantised W (m, n) belongs to.
+def q4_grid(W: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, d), each (m, n): the Q4_1 grid min + d·q of the group each weight of a de-quantised W (m, n) is on.
 
     Q4_1 stores each run of `group` weights along a row as d·q + min with q ∈ {0..15}, d = (max − min)/15, so a
-    de-quantised group holds its own min (q = 0) and max (q = 15): d is read back from the weights alone."""
+    de-quantised group holds its own min (q = 0) and max (q = 15): the grid is read back from the weights alone."""
     g = rearrange(W.double(), "m (k s) -> m k s", s=group)                            # (m, n/group, group)
-    d = (g.amax(-1) - g.amin(-1)) / 15                                                 # (m, n/group)
-    return repeat(d, "m k -> m (k s)", s=group)
+    lo, d = g.amin(-1), (g.amax(-1) - g.amin(-1)) / 15                                 # (m, n/group) each
+    return tuple(repeat(x, "m k -> m (k s)", s=group) for x in (lo, d))
 
 
 def q4_grid_residual(W: torch.Tensor, group: int = 32) -> float:
-    """Largest distance, in steps, of a weight from its group's 4-bit grid min + d·q (0: W is Q4_1 de-quantised)."""
-    d = q4_group_steps(W, group)
-    lo = repeat(rearrange(W.double(), "m (k s) -> m k s", s=group).amin(-1), "m k -> m (k s)", s=group)
+    """Largest distance, in steps, of a weight from its group's 4-bit grid (0: W is Q4_1 de-quantised)."""
+    lo, d = q4_grid(W, group)
     q = (W.double() - lo) / d.clamp_min(1e-30)
     return float((q - q.round()).abs().max())
 
@@ -78,7 +82,7 @@ def unrounded_block_energy(W: torch.Tensor, g: int, group: int = 32) -> torch.Te
 
     Rounding a weight to its group's grid adds an error of variance d²/12 (uniform on ±d/2), uncorrelated with
     the weight, so a block's expected energy is its unrounded energy plus Σ d²/12 over its weights."""
-    noise = q4_group_steps(W, group).pow(2) / 12                                       # (m, n) rounding variance
+    noise = q4_grid(W, group)[1].pow(2) / 12                                       # (m, n) rounding variance
     return block_energy(W.double(), g) - block_energy(noise.sqrt(), g)
 
 
@@ -89,11 +93,10 @@ def quantization_check(model, g: int, group: int = 32):
     import pandas as pd
 
     rows = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in TARGETS_ALL:
-            W = mod.weight.detach().double()
-            E, clean = block_energy(W, g), unrounded_block_energy(W, g, group)         # (g, g) each
-            rows.append({"layer": name, "module": name.rsplit(".", 1)[-1], "m": W.shape[0], "n": W.shape[1],
-                         "grid_residual": q4_grid_residual(W, group), "block_gini": gini(E),
-                         "noise_share": float(1 - clean.sum() / E.sum()), "block_gini_unrounded": gini(clean)})
+    for name, mod in target_linears(model):
+        W = mod.weight.detach().double()
+        E, clean = block_energy(W, g), unrounded_block_energy(W, g, group)             # (g, g) each
+        rows.append({"layer": name, "module": name.rsplit(".", 1)[-1], "m": W.shape[0], "n": W.shape[1],
+                     "grid_residual": q4_grid_residual(W, group), "block_gini": gini(E),
+                     "noise_share": float(1 - clean.sum() / E.sum()), "block_gini_unrounded": gini(clean)})
     return pd.DataFrame(rows)

@@ -88,11 +88,12 @@ def _q4_1(W: torch.Tensor, group: int = 32) -> torch.Tensor:
 
 
 def test_the_q4_step_and_grid_are_read_back_from_the_weights_alone():
-    from lab.spectra import q4_grid_residual, q4_group_steps
+    from lab.spectra import q4_grid, q4_grid_residual
 
     W = torch.randn(6, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     Q = _q4_1(W)
-    steps = q4_group_steps(Q)
+    lo, steps = q4_grid(Q)
+    assert torch.equal(lo[:, :32], W[:, :32].amin(1, keepdim=True).expand(6, 32))
     assert steps.shape == Q.shape and torch.equal(steps[:, :32], steps[:, :1].expand(6, 32))
     assert torch.allclose(steps[:, 0], (W[:, :32].amax(1) - W[:, :32].amin(1)) / 15)
     assert q4_grid_residual(Q) < 1e-9       # on the grid
