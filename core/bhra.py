@@ -146,7 +146,7 @@ def scaling(cfg: AdapterConfig) -> float:
 
 def blocks(W: torch.Tensor, g: int) -> torch.Tensor:
     """(m, n) -> (g, g, m/g, n/g): block (i, j) of a g×g grid."""
-    # exercise 1.4: one einops rearrange; row i·(m/g)+p, column j·(n/g)+q lands at [i, j, p, q]
+    # exercise 1.3: one einops rearrange; row i·(m/g)+p, column j·(n/g)+q lands at [i, j, p, q]
     return rearrange(W, "(i p) (j q) -> i j p q", i=g, j=g)
     # end exercise
 
@@ -158,7 +158,7 @@ def unblocks(Wb: torch.Tensor) -> torch.Tensor:
 
 def block_product(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """C with C_ij = B_ij A_ij.  B (g, g, m/g, rb), A (g, g, rb, n/g) -> C (m, n)."""
-    # exercise 1.5: a batched matmul over the grid axes (einsum), then unblocks
+    # exercise 1.3: a batched matmul over the grid axes (einsum), then unblocks
     return unblocks(einsum(B, A, "i j p r, i j r q -> i j p q"))
     # end exercise
 
@@ -178,7 +178,7 @@ def dora_delta(W0, B, A, mag, s):
 
 def hira_delta(W0, B, A, s):
     """ΔW = s · W0 ⊙ (B A).  B (m, r), A (r, n)."""
-    # exercise 1.2: the low-rank product B A, multiplied element-wise by W0, scaled by s
+    # exercise 1.1: the low-rank product B A, multiplied element-wise by W0, scaled by s
     return s * W0 * einsum(B, A, "m r, r n -> m n")
     # end exercise
 
@@ -195,7 +195,7 @@ def gralora_delta(B, A, s):
 
 def bhra_delta(W0, B, A, s):
     """ΔW_ij = s · W0_ij ⊙ (B_ij A_ij).  B (b, b, m/b, r_b), A (b, b, r_b, n/b)."""
-    # exercise 1.6: HiRA's update with the single product B A replaced by the per-block products
+    # exercise 1.3: HiRA's update with the single product B A replaced by the per-block products
     return s * W0 * block_product(B, A)
     # end exercise
 
@@ -225,7 +225,7 @@ def khatri_rao(P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     It turns a Hadamard product of two low-rank matrices into one low-rank product:
     (B1 A1) ⊙ (B2 A2) = (B1 ⊙ᵣ B2)(A1ᵀ ⊙ᵣ A2ᵀ)ᵀ.
     """
-    # exercise 1.7: the outer product of row i of P with row i of Q, for every i, flattened to r1·r2
+    # exercise 1.2: the outer product of row i of P with row i of Q, for every i, flattened to r1·r2
     return rearrange(einsum(P, Q, "m r, m t -> m r t"), "m r t -> m (r t)")
     # end exercise
 
@@ -247,7 +247,7 @@ def rank_bound(cfg: AdapterConfig, W0: torch.Tensor) -> int:
         rows = reduce(per_block, "i j -> i", "sum").clamp(max=m // b).sum()
         cols = reduce(per_block, "i j -> j", "sum").clamp(max=n // b).sum()
         return int(min(full, rows, cols))
-    # exercise 1.3: the bound for lora, dora, hira, abba and gralora, using numeric_rank(W0) where W0 matters
+    # exercise 1.2: the bound for lora, dora, hira, abba and gralora, using numeric_rank(W0) where W0 matters
     if cfg.method == "lora":
         bound = r
     elif cfg.method == "dora":

@@ -321,7 +321,7 @@ def test_lean_block_hadamard_linear_matches_the_autograd_reference(b, T):
     ref = [v.detach().clone().requires_grad_() for v in lean]
     y_lean, y_ref = block_hadamard_linear(*lean, 0.6), block_hadamard_linear_reference(*ref, 0.6)
     expect_close(y_lean, y_ref, "the lean forward should equal the reference forward (the forward is not the exercise: "
-                 "check blocks and block_product, Exercises 1.4 and 1.5)")
+                 "check blocks and block_product, Exercises 1.3 and 1.5)")
     g = torch.randn_like(y_ref)
     y_lean.backward(g)
     y_ref.backward(g)
@@ -454,7 +454,7 @@ def _rank_hint(method, cfg, w0_rank, expected, got) -> str:
 
 
 def _rank_params():
-    """Every bound is lesson 1's: Exercise 1.3 (the bounds), with 1.4-1.6 (the blocks) for the grid methods."""
+    """Every bound is lesson 1's: Exercise 1.2 (the bounds), with 1.3 (the blocks) for the grid methods."""
     return [pytest.param(case, marks=pytest.mark.exercise1) for case in RANK_CASES]
 
 
@@ -494,7 +494,7 @@ def test_bhra_rank_bound_uses_the_rank_of_each_block():
     cfg = AdapterConfig(method="bhra", r=8, b=2, targets=("x",))  # r_b = 4
     got = rank_bound(cfg, W0)
     assert got == 1 * 4 + 2 * 4, (f"a W0 with blocks of rank 1, 0, 0, 2 and r_b = 4 should have the BHRA bound "
-                                  f"Σ rank(W0_ij)·r_b = 12, got {got} (rank_bound's BHRA branch uses blocks, Exercise 1.4)")
+                                  f"Σ rank(W0_ij)·r_b = 12, got {got} (rank_bound's BHRA branch uses blocks, Exercise 1.3)")
     got = numeric_rank(_layer("bhra", 32, 32, weight=W0, r=8, b=2).delta_weight())
     assert got == 12, f"a random BHRA update on this W0 should have rank 12, got {got} (check blocks, block_product, bhra_delta)"
 

@@ -64,12 +64,16 @@ def _relative_targets(path: Path) -> list[tuple[str, Path]]:
 
 
 def _marked_exercises() -> dict[str, Path]:
-    """{"2.1": core/bhra.py, ...}: every `# exercise N.k:` marker in the packages the student copy cuts."""
+    """{"2.1": core/bhra.py, ...}: every `# exercise N.k:` marker in the packages the student copy cuts.
+
+    One exercise may span several regions (Exercise 1.3 is three small functions), all in one file: the file
+    the syllabus names for it."""
     ids = {}
     for path in exercises.source_files(ROOT):  # core/ and lab/, the packages the student copy cuts
         for line in path.read_text().splitlines():
             if match := exercises.BEGIN.match(line):
-                assert match["id"] not in ids, f"exercise {match['id']} is marked twice ({ids[match['id']]}, {path})"
+                assert ids.get(match["id"], path) == path, (f"exercise {match['id']} is marked in two files "
+                                                            f"({ids[match['id']]}, {path}); give each its own number")
                 ids[match["id"]] = path
     return ids
 
@@ -150,6 +154,17 @@ def test_each_lesson_lists_only_exercises_that_exist_and_all_of_its_own():
         own_in_text = {e for e in _mentions(lesson) if e.split(".")[0] == str(n)}
         own_in_code = {e for e in marked if e.split(".")[0] == str(n)}
         assert own_in_text == own_in_code, f"{lesson.name}: text names {sorted(own_in_text)}, code marks {sorted(own_in_code)}"
+
+
+def test_every_session_has_two_to_four_exercises_and_one_experiment():
+    """An even load: 2-4 exercises per session, the last of them an open-ended experiment (lab/experiments.py)."""
+    marked = _marked_exercises()
+    for n in _lesson_files():
+        own = sorted((e for e in marked if e.split(".")[0] == str(n)), key=lambda e: int(e.split(".")[1]))
+        assert 2 <= len(own) <= 4, f"session {n} has {len(own)} exercises ({own}); the course gives each 2 to 4"
+        experiments = [e for e in own if marked[e].name == "experiments.py"]
+        assert experiments == own[-1:], (f"session {n}: its last exercise should be its one open-ended experiment, "
+                                          f"in lab/experiments.py; the experiments are {experiments} of {own}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,9 +106,8 @@ def _run_marked(cwd: Path, marker: str, report: Path) -> dict[str, str]:
 
 @pytest.mark.slow  # runs the suite again in subprocesses: out of the quick loop
 def test_every_stage_with_exercises_has_tests_that_fail_on_stubs_and_pass_on_the_reference(tmp_path):
-    ids = _exercise_ids()
-    assert len(ids) >= 8, f"the course promises 8-12 exercises, core/ marks {len(ids)}"
-    assert len(set(ids)) == len(ids), f"exercise ids repeat: {ids}"
+    ids = sorted(set(_exercise_ids()))  # an exercise may span several regions
+    assert len(ids) >= 8, f"the course has 2-4 exercises in each of 7 sessions, the code marks {len(ids)}"
     stages = sorted({i.split(".")[0] for i in ids})
     marker = " or ".join(f"exercise{n}" for n in stages)
 
@@ -278,7 +277,7 @@ def _leaks(copy: Path, root: Path) -> list[str]:
 def test_the_leak_check_finds_every_solution_in_the_reference():
     """The check below is only as good as its pieces: every exercise has some, and each is in the reference."""
     pieces = _solution_fragments(ROOT)
-    assert sorted(pieces) == sorted(_exercise_ids()), "the leak check reads other exercises than the cut"
+    assert sorted(pieces) == sorted(set(_exercise_ids())), "the leak check reads other exercises than the cut"
     sources = "\n".join(_squash(p.read_text()) for p in exercises.source_files(ROOT))
     for ex, found in pieces.items():
         assert found, f"exercise {ex}: the leak check found no line or string of its solution to look for"
