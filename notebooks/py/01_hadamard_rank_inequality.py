@@ -76,7 +76,7 @@ def low_rank(m, n, rank, gen):
 # where $\odot_r$ is the row-wise Kronecker (Khatri–Rao) product, $(B_1 \odot_r B_2)_{i,(a,c)} = (B_1)_{ia} (B_2)_{ic}$.
 # The middle dimension is $r_1 r_2$, so the rank is at most $r_1 r_2$.
 #
-# The core computes $\odot_r$ with one `einsum` and one `rearrange` (this is Exercise 1.7 of the course):
+# The core computes $\odot_r$ with one `einsum` and one `rearrange` (this is Exercise 1.2 of the course):
 
 # %%
 show(khatri_rao)

@@ -58,7 +58,7 @@ def show(*objects):
 # %% [markdown]
 # ### The machine and its numerical path
 #
-# A CPU kernel picks its code by the processor: ATen's vectorised kernels by ISA (AVX-512 on an Intel Xeon, AVX2 on many AMD EPYCs), MKL's matrix products by ISA and vendor. Sums then come out in another order, a last bit changes, and a few hundred training steps grow that bit into points of accuracy. So `import lab` pins every process of the harness to one path that every x86 machine has, AVX2 (`lab/machine.py`), and the outputs of these notebooks are the same on Intel and AMD. Every results file records the machine and the path it was computed on.
+# A CPU kernel picks its code by the processor: ATen's vectorised kernels by ISA (AVX-512 on an Intel Xeon, AVX2 on many AMD EPYCs), MKL's matrix products by ISA and vendor. Sums then come out in another order, a last bit changes, and a few hundred training steps grow that bit into points of accuracy. So `import lab` pins every process of the harness to one path that every x86 machine of the project can take (`lab/machine.py`): ATen's AVX2 kernels, and MKL's COMPATIBLE branch, the one MKL honours on Intel and AMD alike; the outputs of these notebooks are then the same on both. Every results file records the machine and the path it was computed on.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
