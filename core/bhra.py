@@ -317,9 +317,9 @@ class _BlockHadamardLinear(torch.autograd.Function):
                 gW0 = G * (1 + s * block_product(B, A))
             if need[2]:
                 gbias = rearrange(g, "... m -> (...) m").sum(0).to(bias.dtype)
-            # exercise 3.1: dC_ij = W0_ij ⊙ G_ij on the grid; then gB = s·dC_ij A_ijᵀ and gA = s·B_ijᵀ dC_ij (einsum)
             # Each block sees only its own W0_ij. dC is written in one pass straight into contiguous
             # blocks, so the two batched matmuls read it without a copy; s scales their small results.
+            # exercise 3.1: dC_ij = W0_ij ⊙ G_ij on the grid; then gB = s·dC_ij A_ijᵀ and gA = s·B_ijᵀ dC_ij (einsum)
             gr = B.shape[0]
             dC = torch.empty(gr, gr, W0.shape[0] // gr, W0.shape[1] // gr, dtype=W0.dtype, device=W0.device)
             torch.mul(blocks(W0, gr), blocks(G, gr), out=dC)  # (g, g, m/g, n/g)

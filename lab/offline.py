@@ -1,4 +1,4 @@
-"""The offline stand-in for the hub: a small Llama pre-trained on the spot, and synthetic tasks.
+"""The offline stand-in for the hub: a small Llama pre-trained from a recipe, and synthetic tasks.
 
 No machine of this project reaches a model hub, so the `offline` profile builds what the `paper`
 profile downloads, and hands it to the same code:

@@ -323,7 +323,7 @@ best = max(ADAPTERS, key=lambda m: table[m]["average"].mean)
 print(f"highest adapter mean: {best} (a ranking of means; only the paired intervals above say whether a gap is real)")
 
 # %%
-# The paper's accuracy claim (claim (b) of course/paper_profile.md): at the same budget BHRA is more accurate than
+# The paper's accuracy claim (claim (b) of course/paper_profile.md; claim (a), retention, is notebook 06's): at the same budget BHRA is more accurate than
 # LoRA and HiRA. Read here from the two paired differences above, on the eight-task average.
 v_lora, v_hira = verdict(comparisons["bhra - lora"]), verdict(comparisons["bhra - hira"])
 if "too few seeds" in (v_lora, v_hira):
@@ -402,12 +402,12 @@ print(f"- claim (b), BHRA above LoRA and HiRA at the same budget: {claim_b}"
       + (f"; this run cannot tell BHRA apart from {' nor from '.join(apart)}." if apart else "."))
 print(f"- a ranking: {best} has the highest adapter mean, but {sum(verdict(d) == 'inconclusive' for d in comparisons.values())} "
       f"of the {len(comparisons)} paired differences contain 0; a ranking of means is not a result.")
-print("- the paper's numbers: this is a small Llama pre-trained on the spot, on synthetic tasks in LLM-Adapters' format; "
+print("- the paper's numbers: this is a small Llama pre-trained briefly on a synthetic world, on synthetic tasks in LLM-Adapters' format; "
       "the method and the statistics carry over to the paper profile, the accuracies do not.")
 
 # %% [markdown]
 # **Questions**
 # 1. The untuned base model scores below chance. Why is "chance" not a lower bound for a model that has not learned the answer format?
 # 2. Merged and unmerged generations agree here in float32. What could make them differ in bf16, and which check from PEFT's test suite guards against it?
-# 3. Two methods' intervals overlap in the table, yet their paired difference is clear of zero. How can that be, and which of the two comparisons should you trust?
+# 3. Two methods' intervals can overlap in the table while their paired difference is clear of zero. How can that be, and which of the two comparisons should you trust? Does this run's table show such a pair?
 # 4. With three seeds, $t_{0.975,2} = 4.30$. How many seeds would halve the interval of a difference whose spread stays the same?

@@ -58,7 +58,7 @@ pd.set_option("display.precision", 1)
 # %% [markdown]
 # ## 1. Parameters: two profiles, one code path
 #
-# The `offline` profile (default, what CI runs) uses the small Llama that `lab.offline` builds and pre-trains on the spot, and the
+# The `offline` profile (default, what CI runs) uses the small Llama of `lab.offline` (pre-trained once from its recipe, committed in `lab/offline_base/`), and the
 # synthetic tasks it writes in the LLM-Adapters format. The `paper` profile runs the same code on the paper's setting: set
 # `BHRA_PROFILE=paper`, put commonsense_170k and the test files in LLM-Adapters' layout under `data/LLM-Adapters`, and MetaMathQA as
 # an LLM-Adapters JSON file: `python -m lab.data` (run once, with hub access) writes all of them. Both presets are
@@ -139,7 +139,8 @@ print(f"\nmedian ratio of the largest to the smallest block magnitude: {blocks_t
 # %% [markdown]
 # Every coupling block of the ablation has unit mean magnitude (asserted above). On this model the blocks of $W_0$ differ by a factor
 # shown in the table; the larger that spread, the more the ablation can differ from BHRA. How uneven the blocks of a
-# pre-trained Llama are is not measured here: the paper profile prints the same table for its model.
+# real pretrained Llama are is measured in notebook 07, section 4, on SmolLM2-135M-Instruct; the paper profile prints this
+# table for its own model.
 #
 # ## 3. Run the grid
 #
@@ -393,7 +394,7 @@ print("\nclaim (a), BHRA retains more than the additive controls at matched plas
        "untestable": f"NOT TESTABLE here ({why_untestable})"}.get(a, a))
 if a == "above":
     b = verdict(abl_vs_bhra)
-    print("claim (b), the gain survives normalising the blocks:",
+    print("the ablation check, the gain survives normalising the blocks:",
           {"below": "no (the ablation retains less than BHRA)", "above": "yes (the ablation retains more)",
            "inconclusive": "not contradicted (ablation − BHRA contains 0)"}.get(b, b))
 sens = sensitivity(table, "bhra", offsets=(-10.0, -5.0, -2.0, 0.0))
