@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                      # --preset cpu: a small Llama, float32, 2 cores, ~5 min
     python benchmarks/bench.py --preset llama-3.2-1b [--batch 16]   # a GPU: what the paper profile trains
+    python benchmarks/bench.py --preset smollm2-135m --methods lora,bhra   # the smol profile's base, CPU
     python benchmarks/bench.py --estimate                # the paper BHRA run: memory, fit per GPU (lab.budget)
     python benchmarks/bench.py --profile bhra,peft-lora   # torch.profiler on one step of each, no table
 
@@ -81,6 +82,11 @@ PRESETS = {
     "cpu": dict(hidden=1024, intermediate=2816, layers=4, heads=16, kv_heads=4, vocab=8192,
                 seq=256, batch=1, warmup=1, steps=5, infer_runs=5,
                 device="cpu", dtype="float32", autocast="none"),
+    # SmolLM2-135M-Instruct's shapes (the smol profile's base, lab/smol.py) at the micro-batch the smol
+    # profile trains on 2 CPU cores: 8 x 128 tokens.
+    "smollm2-135m": dict(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152,
+                         seq=128, batch=8, warmup=1, steps=3, infer_runs=3,
+                         device="cpu", dtype="float32", autocast="none"),
     # Smoke test only (tests/docs/test_bench.py): numbers mean nothing.
     "tiny": dict(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=256,
                  seq=32, batch=1, warmup=0, steps=1, infer_runs=1,

@@ -327,12 +327,15 @@ class ContinualSpec:
         return d
 
 
-# The two profiles of the continual lab: presets of the same shape (a RunConfig preset + task B).
+# The profiles of the continual lab: presets of the same shape (a RunConfig preset + task B).
 CONTINUAL = {
     "offline": dict(
         run=dict(max_new_tokens=10),  # stage 1 IS notebook 04's run of each method and seed (same RunConfig, same cache)
         stage2_steps=100, n_train_b=None,                   # 100 steps of 16 on B (the 2000 arithmetic records)
         eval_limit_a=50, eval_limit_b=200, max_new_tokens_b=24),  # 8 × 50 commonsense and 200 arithmetic questions; a worked answer is ~16 tokens
+    "smol": dict(  # SmolLM2-135M-Instruct on the offline tasks; stage 2 as long as stage 1 (not yet tuned)
+        run=dict(max_new_tokens=10), stage2_steps=60, n_train_b=None,
+        eval_limit_a=50, eval_limit_b=200, max_new_tokens_b=24),
     "paper": dict(
         run=dict(model="meta-llama/Llama-3.2-3B",            # the paper's continual model; "...-1B" fits smaller GPUs
                  max_steps=3000, max_new_tokens=32, eval_batch_size=32),
