@@ -19,6 +19,7 @@ side by side, one process per core: on 2 cores the evaluation part may halve. Wr
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -33,7 +34,7 @@ from lab.cache import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCH = RESULTS / "smollm2-135m.json"  # what bench.py --preset smollm2-135m writes
-BUDGET_S = 2 * 3600  # the issue's budget for `BHRA_PROFILE=smol make notebooks` on a 2-core machine
+BUDGET_S = 2 * 3600  # the time `BHRA_PROFILE=smol make notebooks` is to fit on a 2-core machine
 BENCH_KEY = {"bhra_blocknorm": "bhra"}  # bench.py times the ablation's arithmetic as BHRA's
 
 
@@ -68,11 +69,16 @@ def step_seconds(path: Path) -> dict:
     return {r["method"]: r["step_s"] for r in got["rows"] if "step_s" in r}
 
 
+TEST_SIZES = inspect.signature(lab.offline_data).parameters  # the offline test sets' sizes, as written
+
+
 def questions(cfg, kind, limit, count) -> int:
-    """How many questions one entry of a notebook's evaluations asks (the offline test sets: 300 per task)."""
+    """How many questions one entry of a notebook's evaluations asks of the offline test sets."""
     if kind == "A":
-        return count * len(lab.COMMONSENSE_TASKS) * min(300, limit or 300)
-    return count * min(200, limit or 200)  # the offline arithmetic test set; its answers are longer (more tokens)
+        n = TEST_SIZES["n_test_per_task"].default
+        return count * len(lab.COMMONSENSE_TASKS) * min(n, limit or n)
+    n = TEST_SIZES["n_math_test"].default  # the arithmetic test set; its answers are longer (more tokens)
+    return count * min(n, limit or n)
 
 
 def cost(step_s: dict, per_question: float) -> dict:

@@ -323,8 +323,9 @@ best = max(ADAPTERS, key=lambda m: table[m]["average"].mean)
 print(f"highest adapter mean: {best} (a ranking of means; only the paired intervals above say whether a gap is real)")
 
 # %%
-# The paper's accuracy claim (claim (b) of course/paper_profile.md; claim (a), retention, is notebook 06's): at the same budget BHRA is more accurate than
-# LoRA and HiRA. Read here from the two paired differences above, on the eight-task average.
+# The paper's accuracy claim (claim (b) of course/paper_profile.md; claim (a), retention, is notebook 06's):
+# at the same budget BHRA is more accurate than LoRA and HiRA. Read here from the two paired differences above,
+# on the eight-task average.
 v_lora, v_hira = verdict(comparisons["bhra - lora"]), verdict(comparisons["bhra - hira"])
 if "too few seeds" in (v_lora, v_hira):
     claim_b = "too few seeds"
